@@ -1,0 +1,436 @@
+"""Running the graph: order, parallelism, caching, and the steps of one build.
+
+The library emits events (plain dicts, see docs/spec/events.md) and returns a
+Result; it never prints.  The CLI turns events into a live display or JSON
+lines, and tests assert on them.
+
+One package's build, step by step (each a function below):
+    inputs   -> input hash; a whole artifact for it in out/ means "cached"
+    fetch    -> sources into the cache, sha256-checked
+    load     -> seed and dependency artifacts into the engine, by digest
+    render   -> Containerfile + build.sh into a deterministic context tar
+    engine   -> build with the network off
+    oci      -> the one layer, normalised, written as an OCI layout
+    test     -> the smoke test, in the build environment plus the artifact
+    store    -> publish out/<name>/ atomically, then its record
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import graph as graphmod
+from . import inputs, manifest, oci, render, seed as seedmod
+from .canon import atomic_write
+from .engine import BuildOptions, Engine
+from .errors import BuildError, EngineError, FetchError, QuorumError
+from .fetch import SourceCache
+from .model import Package, Seed, Tree
+from .store import Record, Store
+
+Emit = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    jobs: int = 1
+    targets: tuple[str, ...] = ()          # empty: the whole tree
+    reuse: bool = True                     # take artifacts from out/ when the input hash matches
+    nocache: bool = False                  # engine layer cache off (reproduce)
+    keep_going: bool = False               # after a failure, still build what does not depend on it
+    archives: tuple[str, ...] = ()         # also write out/<name>.tgz for these
+    settings: render.Settings = render.Settings()
+    cpuset: str | None = None              # CPUs a build may use ("0", "0,1")
+    write_manifest: bool = True
+
+
+@dataclass
+class NodeResult:
+    name: str
+    kind: str
+    version: str
+    status: str = "queued"                 # queued | cached | built | failed | skipped
+    digest: str | None = None
+    config_digest: str | None = None
+    input_hash: str | None = None
+    size: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    failure: str | None = None             # "build" | "engine" | "fetch" | "definition"
+    log_path: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Result:
+    nodes: dict[str, NodeResult]
+    order: list[str]
+    manifest_path: Path | None = None
+    manifest_changed: bool | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status in ("cached", "built") for n in self.nodes.values())
+
+    def failed(self) -> list[NodeResult]:
+        return [self.nodes[n] for n in self.order if self.nodes[n].status == "failed"]
+
+
+LOG_TAIL = 25
+
+
+class Builder:
+    def __init__(self, tree: Tree, *, store: Store | None = None, engine: Engine | None = None,
+                 cache: SourceCache | None = None, options: Options = Options(), emit: Emit = lambda e: None):
+        self.tree = tree
+        self.store = store or Store(tree.out)
+        self.engine = engine or Engine()
+        self.cache = cache or SourceCache()
+        self.opt = options
+        self._emit = emit
+        self._emit_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loaded: set[str] = set()
+        self.graph = graphmod.build_graph(tree)
+        self.results: dict[str, NodeResult] = {}
+
+    def emit(self, event: dict) -> None:
+        with self._emit_lock:
+            self._emit(event)
+
+    # --- the scheduler ------------------------------------------------------
+    def run(self) -> Result:
+        t0 = time.monotonic()
+        g = self.graph
+        need = graphmod.closure(g, self.opt.targets) if self.opt.targets else set(g.nodes)
+        order = [n for n in graphmod.order(g) if n in need]
+        index = {n: i for i, n in enumerate(order)}
+        for n in order:
+            node = self.tree.seeds.get(n) or self.tree.packages[n]
+            kind = "seed" if n in self.tree.seeds else node.kind
+            version = node.version if isinstance(node, Package) else f"{len(node.debs)} debs"
+            self.results[n] = NodeResult(name=n, kind=kind, version=version)
+        self.emit({"event": "plan", "order": order, "jobs": self.opt.jobs})
+        waiting = {n: sum(1 for p in g.predecessors(n) if p in need) for n in order}
+        ready = deque(n for n in order if waiting[n] == 0)
+        running: dict[Future, str] = {}
+        stop = False
+
+        def finished(n: str) -> None:
+            for d in sorted(g.successors(n), key=index.__getitem__):
+                if d in waiting:
+                    waiting[d] -= 1
+                    if waiting[d] == 0:
+                        ready.append(d)
+
+        def fail_descendants(n: str) -> None:
+            for d in sorted(graphmod.dependents(g, [n]) & need, key=index.__getitem__):
+                r = self.results[d]
+                if r.status == "queued":
+                    r.status, r.error = "skipped", f"{n} failed"
+                    self.emit({"event": "skipped", "name": d, "because": n})
+
+        with self.store.lock():
+            self.store.clean_tmp()
+            with ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="build") as pool:
+                while ready or running:
+                    # Decide everything that can be decided without the
+                    # engine first (input hashes, cache hits): a no-op build
+                    # never starts a thread or connects to the engine.
+                    while ready and not stop:
+                        n = ready.popleft()
+                        if self.results[n].status == "skipped":
+                            continue
+                        try:
+                            job = self._prepare(n)
+                        except QuorumError as e:
+                            self._record_failure(n, e, "definition")
+                            fail_descendants(n)
+                            stop = not self.opt.keep_going
+                            continue
+                        if job is None:          # cached
+                            finished(n)
+                            continue
+                        if len(running) >= max(1, self.opt.jobs):
+                            ready.appendleft(n)
+                            break
+                        self.results[n].status = "running"
+                        self.emit({"event": "start", "name": n, "kind": self.results[n].kind,
+                                   "input_hash": self.results[n].input_hash})
+                        running[pool.submit(job)] = n
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        n = running.pop(fut)
+                        try:
+                            fut.result()
+                            finished(n)
+                        except QuorumError as e:
+                            kind = ("engine" if isinstance(e, EngineError) else "fetch" if isinstance(e, FetchError)
+                                    else "build" if isinstance(e, BuildError) else "definition")
+                            self._record_failure(n, e, kind)
+                            fail_descendants(n)
+                            stop = stop or not self.opt.keep_going
+                        except Exception as e:
+                            # A bug in quorum or the machine (disk full, ...):
+                            # never the package's fault, so never a "build"
+                            # failure that reproduce could call a MISMATCH.
+                            import traceback
+                            err = QuorumError(f"internal error: {e.__class__.__name__}: {e}")
+                            self._record_failure(n, err, "internal")
+                            self.results[n].log_tail = traceback.format_exc().splitlines()[-12:]
+                            fail_descendants(n)
+                            stop = stop or not self.opt.keep_going
+                for n in order:  # whatever was never started because of a stop
+                    if self.results[n].status == "queued":
+                        self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
+                        self.emit({"event": "skipped", "name": n, "because": "stop"})
+
+            result = Result(nodes=self.results, order=order)
+            if result.ok:
+                self._write_archives()
+                if not self.opt.targets and self.opt.write_manifest:
+                    self._write_manifest(result)
+        result.seconds = time.monotonic() - t0
+        self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
+                   "manifest_changed": result.manifest_changed})
+        return result
+
+    def _record_failure(self, n: str, e: QuorumError, kind: str) -> None:
+        r = self.results[n]
+        r.status, r.failure, r.error = "failed", kind, str(e)
+        if isinstance(e, BuildError):
+            r.log_path, r.log_tail = e.log_path, e.log_tail
+        self.emit({"event": "failed", "name": n, "failure": kind, "error": r.error, "log": r.log_path,
+                   "log_tail": r.log_tail})
+
+    # --- inputs: hash, and the cache decision --------------------------------
+    def _prepare(self, n: str):
+        """Compute the input hash; return None when the artifact is already
+        in out/ (and record it as cached), else the callable that builds it."""
+        r = self.results[n]
+        epoch = self.tree.config.source_date_epoch
+        if n in self.tree.seeds:
+            s = self.tree.seeds[n]
+            if not s.locked:
+                raise QuorumError(f"seed {n!r} is not locked: run 'quorum seed lock {n}'",
+                                  file=s.definition_file, field="packages")
+            r.input_hash = inputs.seed_input_hash(s, epoch)
+            job = lambda: self._build_seed(s)
+        else:
+            pkg = self.tree.packages[n]
+            seed_name = pkg.seed or self.tree.config.default_seed
+            seed_ref = self._ref(seed_name) if seed_name else None
+            deps = [self._ref(d) for d in pkg.deps]
+            rendered = render.render(pkg, seed_image=seed_ref.image if seed_ref else None, deps=deps,
+                                     epoch=epoch, settings=self.opt.settings)
+            r.input_hash = inputs.package_input_hash(
+                pkg, rendered, seed_digest=self.results[seed_name].digest if seed_name else None,
+                dep_digests={d: self.results[d].digest for d in pkg.deps}, epoch=epoch)
+            job = lambda: self._build_package(pkg, rendered, seed_ref, deps)
+        if self.opt.reuse:
+            rec = self.store.lookup(n, r.input_hash)
+            if rec is not None:
+                r.status, r.digest, r.config_digest, r.size = "cached", rec.digest, rec.config_digest, rec.size
+                self.emit({"event": "cached", "name": n, "digest": rec.digest})
+                return None
+        return job
+
+    def _ref(self, name: str) -> render.DepRef:
+        return render.DepRef(name=name, image=self.results[name].config_digest)
+
+    # --- load: artifacts into the engine, by digest ---------------------------
+    def ensure_loaded(self, name: str) -> None:
+        """Make the engine hold exactly out/<name>/'s image.  The engine's
+        image ID is the sha256 of the config blob, so checking the ID after a
+        load proves the engine has our bytes, not a look-alike tag."""
+        r = self.results[name]
+        with self._load_lock:
+            if r.config_digest in self._loaded:
+                return
+            if not self.engine.has_image(r.config_digest):
+                with self.store.staging(f"load-{name}") as tmp:
+                    arch = tmp / "image.tar"
+                    with open(arch, "wb") as f:
+                        oci.write_archive(self.store.layout(name), f)
+                    self.engine.load(arch)
+                if not self.engine.has_image(r.config_digest):
+                    raise EngineError(f"the engine did not take {name}'s image as {r.config_digest}")
+                self._tag(name, r)
+            self._loaded.add(r.config_digest)
+
+    def _tag(self, name: str, r: NodeResult) -> None:
+        repo = f"{self.tree.config.namespace}/{name}"
+        tag = r.version if r.kind != "seed" else "seed"
+        self.engine.tag(r.config_digest, repo, tag.replace(":", "_").replace("~", "_").replace("+", "_"))
+
+    # --- the builds -----------------------------------------------------------
+    def _build_seed(self, s: Seed) -> None:
+        t0 = time.monotonic()
+        r = self.results[s.name]
+        epoch = self.tree.config.source_date_epoch
+        debs = seedmod.fetch_debs(s, self.cache, emit=self.emit)
+        with self.store.staging(s.name) as st:
+            raw = st / "merged.tar"
+            seedmod.merge(s, debs, raw)
+            layer_file = st / "layer.tar"
+            with open(layer_file, "wb") as f:
+                layer = oci.normalize_layer(raw, f, epoch=epoch)
+            raw.unlink()
+            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name,
+                                   version=r.version, env=dict(s.env), arch=s.arch)
+            self._publish(s.name, st / "layout", img, r, t0)
+
+    def _build_package(self, pkg: Package, rendered: render.Rendered, seed_ref, deps) -> None:
+        t0 = time.monotonic()
+        r = self.results[pkg.name]
+        epoch = self.tree.config.source_date_epoch
+        sources = {s.file: self.cache.fetch(s, emit=self.emit, where=str(pkg.definition_file)) for s in pkg.sources}
+        for ref in ([seed_ref] if seed_ref else []) + deps:
+            self.ensure_loaded(ref.name)
+        log_final = self.store.log_path(pkg.name)
+        with self.store.staging(pkg.name) as st:
+            log = _Log(st / "build.log", lambda line: self.emit({"event": "log", "name": pkg.name, "line": line}))
+            try:
+                ctx = st / "context.tar"
+                with open(ctx, "wb") as f:
+                    render.write_context(f, pkg, rendered, sources, epoch)
+                bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset)
+                try:
+                    with open(ctx, "rb") as f:
+                        image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts, on_line=log.line)
+                except BuildError as e:
+                    raise self._build_error(pkg, f"build failed: {e.message}", log, log_final) from None
+                ctx.unlink()
+                layer_raw = self.engine.single_layer(image, st)
+                layer_file = st / "layer.tar"
+                with open(layer_file, "wb") as f:
+                    try:
+                        layer = oci.normalize_layer(layer_raw, f, epoch=epoch)
+                    except QuorumError as e:
+                        raise self._build_error(pkg, f"unsafe artifact: {e.message}", log, log_final) from None
+                layer_raw.unlink()
+                self.engine.remove_image(image)
+                img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=pkg.name,
+                                       version=pkg.version)
+                log.line(f"quorum: artifact {img.digest} ({layer.entries} entries, {img.size} bytes)")
+                # The artifact (not the engine's image) is what dependents
+                # and the smoke test use: load it back first.
+                r.config_digest = img.config_digest
+                self._load_staged(pkg.name, st / "layout", img)
+                if rendered.test_sh is not None:
+                    self._smoke_test(pkg, rendered, img, seed_ref, deps, st, log, log_final, bopts)
+            finally:
+                log.close(log_final)
+            self._publish(pkg.name, st / "layout", img, r, t0)
+
+    def _build_error(self, pkg: Package, msg: str, log: "_Log", final: Path) -> BuildError:
+        return BuildError(msg, package=pkg.name, log_path=str(final), log_tail=log.tail())
+
+    def _load_staged(self, name: str, layout: Path, img: oci.Image) -> None:
+        with self._load_lock:
+            if not self.engine.has_image(img.config_digest):
+                arch = layout.parent / "image.tar"
+                with open(arch, "wb") as f:
+                    oci.write_archive(layout, f)
+                self.engine.load(arch)
+                arch.unlink()
+                if not self.engine.has_image(img.config_digest):
+                    raise EngineError(f"the engine did not take {name}'s image as {img.config_digest}")
+            self._loaded.add(img.config_digest)
+
+    def _smoke_test(self, pkg, rendered, img, seed_ref, deps, st, log, log_final, bopts) -> None:
+        log.line("quorum: smoke test")
+        cf = render.render_test(pkg, artifact_image=img.config_digest, seed_image=seed_ref.image if seed_ref else None,
+                                deps=deps)
+        ctx = st / "test-context.tar"
+        with open(ctx, "wb") as f:
+            render.write_test_context(f, cf, rendered.test_sh, self.tree.config.source_date_epoch)
+        try:
+            with open(ctx, "rb") as f:
+                # Never cached: a test that passed once must run again.
+                tid = self.engine.build(f, dockerfile=render.TEST_CONTAINERFILE_PATH,
+                                        opts=BuildOptions(nocache=True, cpuset=bopts.cpuset), on_line=log.line)
+        except BuildError as e:
+            raise self._build_error(pkg, f"smoke test failed: {e.message}", log, log_final) from None
+        self.engine.remove_image(tid)
+        log.line("quorum: smoke test passed")
+
+    def _publish(self, name: str, layout: Path, img: oci.Image, r: NodeResult, t0: float) -> None:
+        rec = Record(name=name, kind=r.kind, version=r.version, digest=img.digest, config_digest=img.config_digest,
+                     layer_digest=img.layer.digest, input_hash=r.input_hash, size=img.size)
+        self.store.publish(layout, rec)
+        r.status, r.digest, r.config_digest, r.size = "built", img.digest, img.config_digest, img.size
+        r.seconds = time.monotonic() - t0
+        try:
+            self._tag(name, r)
+        except EngineError:
+            pass  # a tag is a convenience for people; the digest is what counts
+        self.emit({"event": "built", "name": name, "digest": img.digest, "size": img.size,
+                   "seconds": round(r.seconds, 3)})
+
+    # --- outputs --------------------------------------------------------------
+    def _write_archives(self) -> None:
+        for name in self.opt.archives:
+            dst = self.store.archive_path(name)
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            with open(tmp, "wb") as f:
+                r = self.results[name]
+                oci.write_archive(self.store.layout(name), f, compress=True,
+                                  tag=f"{self.tree.config.namespace}/{name}:{r.version}")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dst)
+            self.emit({"event": "archive", "name": name, "path": str(dst)})
+
+    def _write_manifest(self, result: Result) -> None:
+        entries = {n: manifest.Entry(kind=r.kind, version=r.version, digest=r.digest, input_hash=r.input_hash,
+                                     size=r.size) for n, r in self.results.items()}
+        path = self.tree.manifest_path
+        prev = manifest.load(path)
+        new = manifest.updated(prev, self.tree.config.name, entries, checks=prev.checks if prev else None)
+        result.manifest_path = path
+        result.manifest_changed = manifest.write(path, new)
+
+
+class _Log:
+    """A build log written to staging and moved to out/logs/ atomically at
+    the end, success or failure, so a reader never sees half of it as the
+    "last log"."""
+
+    def __init__(self, path: Path, on_line: Callable[[str], None]):
+        self.path = path
+        self.f = open(path, "w", encoding="utf-8", errors="replace")
+        self.on_line = on_line
+        self._tail: deque[str] = deque(maxlen=LOG_TAIL)
+
+    def line(self, s: str) -> None:
+        self.f.write(s + "\n")
+        self._tail.append(s)
+        self.on_line(s)
+
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+    def close(self, final: Path) -> None:
+        if self.f.closed:
+            return
+        self.f.close()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, final)
+
+
+def build(tree: Tree, **kw) -> Result:
+    """Library entry point: ``build(tree, options=Options(jobs=2), emit=print)``."""
+    return Builder(tree, **kw).run()

@@ -1,0 +1,136 @@
+"""Rendering library events for people (live display, plain lines) or
+machines (JSON lines).  The library never prints; this is where it shows."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from tabulate import tabulate
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    if not digest:
+        return "-"
+    algo, _, hexd = digest.partition(":")
+    return f"{algo}:{hexd[:n]}" if hexd else digest[:n]
+
+
+class JsonEvents:
+    """One JSON object per line on stdout; build log lines are left out
+    (they are in out/logs/) unless ``logs`` is set."""
+
+    def __init__(self, out: TextIO = sys.stdout, logs: bool = False):
+        self.out, self.logs = out, logs
+
+    def __call__(self, ev: dict) -> None:
+        if ev.get("event") == "log" and not self.logs:
+            return
+        self.out.write(json.dumps(ev, sort_keys=True) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class PlainEvents:
+    """One line per event, for logs and CI (no terminal)."""
+
+    def __init__(self, out: TextIO = sys.stderr, verbose: bool = False):
+        self.out, self.verbose = out, verbose
+        self.t0 = time.monotonic()
+
+    def _p(self, s: str) -> None:
+        self.out.write(f"[{time.monotonic() - self.t0:7.1f}s] {s}\n")
+        self.out.flush()
+
+    def __call__(self, ev: dict) -> None:
+        e = ev.get("event")
+        n = ev.get("name", "")
+        if e == "plan":
+            self._p(f"plan: {len(ev['order'])} nodes, {ev['jobs']} at a time")
+        elif e == "start":
+            self._p(f"build   {n}")
+        elif e == "cached":
+            self._p(f"cached  {n}  {short(ev.get('digest'))}")
+        elif e == "built":
+            self._p(f"built   {n}  {short(ev.get('digest'))}  {ev.get('seconds', 0):.1f}s")
+        elif e == "failed":
+            self._p(f"FAILED  {n}: {ev.get('error')}")
+        elif e == "skipped":
+            self._p(f"skipped {n} (because {ev.get('because')} failed)" if ev.get("because") != "stop"
+                    else f"skipped {n} (stopped after a failure)")
+        elif e == "fetch":
+            self._p(f"fetch   {ev.get('file')} from {ev.get('origin')}")
+        elif e == "archive":
+            self._p(f"archive {ev.get('path')}")
+        elif e == "log" and self.verbose:
+            self.out.write(f"  {n}| {ev.get('line')}\n")
+
+    def close(self) -> None:
+        pass
+
+
+class LiveEvents:
+    """A live display on a terminal: what runs (with elapsed time and its
+    last log line), and counts of queued, done, cached, failed."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.live import Live
+        self.console = Console(stderr=True)
+        self.running: dict[str, float] = {}
+        self.last: dict[str, str] = {}
+        self.counts = {"built": 0, "cached": 0, "failed": 0, "skipped": 0}
+        self.total = 0
+        self.t0 = time.monotonic()
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+        self.live.start()
+
+    def _render(self):
+        from rich.table import Table
+        t = Table.grid(padding=(0, 2))
+        done = sum(self.counts.values())
+        queued = self.total - done - len(self.running)
+        t.add_row(f"[bold]{done}/{self.total}[/] done", f"built {self.counts['built']}",
+                  f"cached {self.counts['cached']}", f"running {len(self.running)}", f"queued {max(queued, 0)}",
+                  f"[red]failed {self.counts['failed']}[/]" if self.counts["failed"] else "",
+                  f"{time.monotonic() - self.t0:.0f}s")
+        for n, t0 in sorted(self.running.items()):
+            t.add_row(f"  [cyan]{n}[/]", f"{time.monotonic() - t0:.0f}s", self.last.get(n, "")[:70])
+        return t
+
+    def __call__(self, ev: dict) -> None:
+        e, n = ev.get("event"), ev.get("name")
+        if e == "plan":
+            self.total = len(ev["order"])
+        elif e == "start":
+            self.running[n] = time.monotonic()
+        elif e == "log":
+            self.last[n] = ev.get("line", "")
+        elif e in self.counts:
+            self.running.pop(n, None)
+            self.counts[e] += 1
+            if e in ("built", "failed"):
+                mark = "[green]built[/]" if e == "built" else "[red]FAILED[/]"
+                self.console.print(f"{mark} {n} {short(ev.get('digest')) if e == 'built' else ev.get('error')}")
+        self.live.update(self._render())
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def event_sink(args, verbose: bool = False):
+    if getattr(args, "json", False):
+        return JsonEvents(logs=verbose)
+    if sys.stderr.isatty() and not verbose:
+        try:
+            return LiveEvents()
+        except Exception:
+            pass
+    return PlainEvents(verbose=verbose)
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)

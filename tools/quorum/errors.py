@@ -1,0 +1,57 @@
+"""Errors a person can act on.
+
+Every error quorum raises on purpose is a QuorumError: the CLI prints it as one
+line (``file: field: what is expected``) and exits non-zero, never with a
+traceback.  Anything else escaping is a bug in quorum.
+"""
+from __future__ import annotations
+
+
+class QuorumError(Exception):
+    """An error with an optional location (file, field) and a message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.field = field
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.field) if p]
+        return ": ".join(parts + [self.message])
+
+
+class DefinitionError(QuorumError):
+    """A tree file (quorum.yaml, package.yaml, seed) is malformed."""
+
+
+class GraphError(QuorumError):
+    """A cycle, or a dependency that does not exist."""
+
+
+class FetchError(QuorumError):
+    """A source could not be fetched or did not match its pinned hash."""
+
+
+class EngineError(QuorumError):
+    """The container engine is unreachable or misbehaved (infrastructure,
+    not the package's fault: reproduce reports these as FAILED)."""
+
+    exit_code = 2
+
+
+class BuildError(QuorumError):
+    """A package's own build script or smoke test failed."""
+
+    def __init__(self, message: str, *, package: str, log_path: str | None = None,
+                 log_tail: list[str] | None = None):
+        super().__init__(message, file=None)
+        self.package = package
+        self.log_path = log_path
+        self.log_tail = log_tail or []
+
+
+class UnsafeArchiveError(QuorumError):
+    """A tar member tried to escape its root or smuggle a device node."""

@@ -1,0 +1,192 @@
+"""The content-addressed source cache and its origins.
+
+    $XDG_CACHE_HOME/quorum/sources/sha256/<hex>
+
+A file enters the cache only after its bytes hashed to the pinned sha256 —
+never before, never "for now" — so a later build can trust the cache by name.
+Origins, in order: the cache, each URL of the source, Debian's source archive
+through apt.  Every attempt is reported as an event; a source that no origin
+could supply raises a FetchError listing each origin and what it gave.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .apt import PrivateApt
+from .errors import FetchError
+from .model import Source
+
+Emit = Callable[[dict], None]
+
+
+def cache_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "quorum"
+
+
+@dataclass
+class Attempt:
+    origin: str
+    result: str      # "ok", "mismatch", "error"
+    detail: str = ""
+
+
+class SourceCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_home()
+        self.dir = self.root / "sources" / "sha256"
+        self._apt: PrivateApt | None = None
+
+    @property
+    def apt(self) -> PrivateApt:
+        if self._apt is None:
+            self._apt = PrivateApt(self.root / "apt")
+        return self._apt
+
+    def path(self, sha256: str) -> Path:
+        return self.dir / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def _tmpdir(self) -> Path:
+        t = self.root / "tmp"
+        t.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=t))
+
+    def admit(self, candidate: Path, sha256: str) -> tuple[bool, str]:
+        """Hash ``candidate``; if it matches, move it into the cache
+        (atomically: same file system, one rename).  Returns (ok, actual)."""
+        h = hashlib.sha256()
+        with open(candidate, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        actual = h.hexdigest()
+        if actual != sha256:
+            candidate.unlink(missing_ok=True)
+            return False, actual
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(candidate, 0o444)
+        os.replace(candidate, self.path(sha256))
+        return True, actual
+
+    # --- sources ------------------------------------------------------------
+    def fetch(self, src: Source, *, emit: Emit = lambda e: None, where: str = "",
+              all_origins: bool = False) -> Path:
+        """Return the cached path of ``src``, fetching it if needed.  With
+        ``all_origins`` every reachable origin is fetched and must agree."""
+        if self.has(src.sha256) and not all_origins:
+            return self.path(src.sha256)
+        attempts: list[Attempt] = []
+        ok_origins = []
+        for origin, getter in self._origins(src):
+            tmp = self._tmpdir()
+            try:
+                emit({"event": "fetch", "file": src.file, "origin": origin, "package": where})
+                try:
+                    candidate = getter(tmp)
+                except FetchError as e:
+                    attempts.append(Attempt(origin, "error", e.message))
+                    continue
+                except Exception as e:  # network errors of every kind
+                    attempts.append(Attempt(origin, "error", f"{e.__class__.__name__}: {e}"[:200]))
+                    continue
+                if candidate is None:
+                    attempts.append(Attempt(origin, "error", "no file with that hash there"))
+                    continue
+                if all_origins and self.has(src.sha256):
+                    actual = _sha256(candidate)
+                    okay = actual == src.sha256
+                else:
+                    okay, actual = self.admit(candidate, src.sha256)
+                if okay:
+                    attempts.append(Attempt(origin, "ok"))
+                    ok_origins.append(origin)
+                    if not all_origins:
+                        return self.path(src.sha256)
+                else:
+                    attempts.append(Attempt(origin, "mismatch", f"got sha256 {actual}"))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        mismatches = [a for a in attempts if a.result == "mismatch"]
+        if all_origins and ok_origins and not mismatches:
+            return self.path(src.sha256)
+        lines = "; ".join(f"{a.origin}: {a.result}{' (' + a.detail + ')' if a.detail else ''}" for a in attempts)
+        what = "origins disagree" if (ok_origins and mismatches) else "no origin supplied the pinned bytes"
+        raise FetchError(f"{src.file}: {what}; expected sha256 {src.sha256}; tried {lines or 'nothing'}",
+                         file=where or None)
+
+    def _origins(self, src: Source):
+        if self.has(src.sha256):
+            yield "cache", lambda tmp: Path(shutil.copy2(self.path(src.sha256), tmp / "cached"))
+        for url in src.urls:
+            yield url, (lambda u: lambda tmp: _download(u, tmp / "download"))(url)
+        if src.debian is not None:
+            d = src.debian
+            label = f"debian:{d.package}" + (f"={d.version}" if d.version else "")
+            yield label, lambda tmp: self._from_debian(src, tmp)
+
+    def _from_debian(self, src: Source, tmp: Path) -> Path | None:
+        d = src.debian
+        files = self.apt.download_source(d.package, d.version, tmp / "src")
+        # The orig tarball may be named differently from upstream's; the hash
+        # decides which file is the one.
+        for f in files:
+            if _sha256(f) == src.sha256:
+                return f
+        names = ", ".join(f.name for f in files)
+        raise FetchError(f"none of {names} has sha256 {src.sha256[:16]}…")
+
+    # --- Debian binary packages (seeds) -------------------------------------
+    def fetch_deb(self, name: str, version: str, arch: str, sha256: str, *, emit: Emit = lambda e: None,
+                  where: str = "") -> Path:
+        if self.has(sha256):
+            return self.path(sha256)
+        tmp = self._tmpdir()
+        try:
+            emit({"event": "fetch", "file": f"{name}_{version}_{arch}.deb", "origin": "debian", "package": where})
+            try:
+                deb = self.apt.download_deb(name, version, arch, tmp)
+            except FetchError as e:
+                raise FetchError(f"{name} {version} ({arch}) is not in the cache and apt could not get it: "
+                                 f"{e.message}. If the archive dropped this version, run "
+                                 f"'quorum seed lock {where or 'SEED'}' to pin the current one",
+                                 file=where or None) from None
+            ok, actual = self.admit(deb, sha256)
+            if not ok:
+                raise FetchError(f"{name} {version}: downloaded .deb has sha256 {actual}, pinned {sha256}",
+                                 file=where or None)
+            return self.path(sha256)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dst: Path, timeout: int = 60) -> Path:
+    """HTTP(S) or file:// into ``dst``.  No redirects to other schemes; the
+    hash check afterwards is what makes any origin safe to try."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        shutil.copyfile(urllib.request.url2pathname(parsed.path), dst)
+        return dst
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
+    req = urllib.request.Request(url, headers={"User-Agent": "quorum"})
+    with urllib.request.urlopen(req, timeout=timeout) as r, open(dst, "wb") as f:
+        shutil.copyfileobj(r, f, 1 << 20)
+    return dst

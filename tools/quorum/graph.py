@@ -1,0 +1,122 @@
+"""The dependency graph of a tree, and the questions asked of it.
+
+Nodes are seed and package names (one namespace, checked in ``tree``); an
+edge ``a -> b`` means *b is built on a*.  Knows nothing of files or engines.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import networkx as nx
+
+from .errors import GraphError
+from .model import Tree
+
+
+def build_graph(tree: Tree) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for s in tree.seeds.values():
+        g.add_node(s.name, kind="seed")
+    for p in tree.packages.values():
+        g.add_node(p.name, kind=p.kind)
+    for p in tree.packages.values():
+        seed = p.seed or tree.config.default_seed
+        if seed is not None:
+            if seed not in tree.seeds:
+                field = "seed" if p.seed else None
+                where = "" if p.seed else " (the default from quorum.yaml)"
+                raise GraphError(f"seed {seed!r}{where} does not exist in bootstrap/seeds/"
+                                 + _known(tree.seeds), file=p.definition_file, field=field or "seed")
+            g.add_edge(seed, p.name)
+        for i, d in enumerate(p.deps):
+            if d not in tree.packages:
+                hint = " (it is a seed: name it in seed:, not deps:)" if d in tree.seeds else _known(tree.packages)
+                raise GraphError(f"dependency {d!r} does not exist{hint}",
+                                 file=p.definition_file, field=f"deps[{i}]")
+            g.add_edge(d, p.name)
+    check_acyclic(g, tree)
+    return g
+
+
+def _known(names: Iterable[str]) -> str:
+    names = sorted(names)
+    if not names:
+        return " (none are defined)"
+    shown = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
+    return f" (known: {shown})"
+
+
+def check_acyclic(g: nx.DiGraph, tree: Tree | None = None) -> None:
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return
+    # find_cycle gives edges (built-on -> built); show it as "a needs b" so it
+    # reads the way the definitions are written.
+    path = [cycle[0][0]] + [e[1] for e in cycle]
+    needs = " -> ".join(reversed(path))
+    file = None
+    if tree is not None and path[-1] in tree.packages:
+        file = tree.packages[path[-1]].definition_file
+    raise GraphError(f"dependency cycle: {needs} (read 'a -> b' as 'a needs b')", file=file, field="deps")
+
+
+def order(g: nx.DiGraph) -> list[str]:
+    """A build order that is the same on every machine: topological, ties
+    broken by name (networkx's plain order follows insertion order, which
+    follows directory listing)."""
+    return list(nx.lexicographical_topological_sort(g))
+
+
+def closure(g: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """The targets and everything they are built on."""
+    need: set[str] = set()
+    for t in targets:
+        if t not in g:
+            raise GraphError(f"no package or seed named {t!r}")
+        need.add(t)
+        need |= nx.ancestors(g, t)
+    return need
+
+
+def dependents(g: nx.DiGraph, names: Iterable[str]) -> set[str]:
+    """Everything that must be rebuilt when any of ``names`` changes."""
+    out: set[str] = set()
+    for n in names:
+        out |= nx.descendants(g, n)
+    return out
+
+
+def levels(g: nx.DiGraph) -> list[list[str]]:
+    """Generations: every node in level k depends only on levels < k."""
+    return [sorted(gen) for gen in nx.topological_generations(g)]
+
+
+def critical_path(g: nx.DiGraph, weight: dict[str, float]) -> float:
+    """Length of the heaviest chain, weighting each node (for the makespan
+    benchmark's lower bound)."""
+    best: dict[str, float] = {}
+    for n in order(g):
+        best[n] = weight.get(n, 0.0) + max((best[p] for p in g.predecessors(n)), default=0.0)
+    return max(best.values(), default=0.0)
+
+
+def to_dot(g: nx.DiGraph) -> str:
+    """DOT text, written by hand (pydot/pygraphviz are not needed for text),
+    with nodes and edges sorted so the file diffs cleanly."""
+    lines = ["digraph quorum {", "  rankdir=LR;", "  node [shape=box, fontname=\"monospace\"];"]
+    for n in sorted(g.nodes):
+        kind = g.nodes[n].get("kind", "package")
+        style = {"seed": ", style=filled, fillcolor=\"#f2e6c9\"",
+                 "bootstrap": ", style=filled, fillcolor=\"#dde8f5\""}.get(kind, "")
+        lines.append(f"  \"{n}\" [label=\"{n}\"{style}];")
+    for a, b in sorted(g.edges):
+        lines.append(f"  \"{a}\" -> \"{b}\";")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_dot(g: nx.DiGraph, path: Path) -> None:
+    from .canon import atomic_write
+    atomic_write(path, to_dot(g).encode())

@@ -1,0 +1,121 @@
+"""Data classes for the tree's formats (see docs/spec/).
+
+These are plain values: loading and validation live in ``tree``; nothing here
+talks to the engine, the network or GnuPG.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Names end up in file paths (out/<name>/), image tags and Containerfile
+# stage names, so they are restricted to a set that cannot express a path
+# separator, "..", white space or shell metacharacters.  "@" is kept free for
+# release series (name@series) later.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A file name inside the build folder: one path component, no hidden tricks.
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
+
+# Variables quorum itself sets for every build; a package may not override
+# them, because each one is part of the reproducibility contract.
+RESERVED_ENV = frozenset({
+    "SOURCE_DATE_EPOCH", "TZ", "LC_ALL", "LANG", "HOME", "PATH", "DESTDIR",
+    "QUORUM_BUILD_DIR", "QUORUM_JOBS",
+})
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """quorum.yaml at the root of a tree."""
+    name: str
+    namespace: str                 # image namespace: <namespace>/<package>
+    source_date_epoch: int         # the clamp for every mtime, and $SOURCE_DATE_EPOCH
+    default_seed: str | None
+    path: Path                     # the tree's root folder
+
+
+@dataclass(frozen=True)
+class DebianOrigin:
+    """Where in Debian's source archive the same bytes can be found."""
+    package: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    sha256: str
+    urls: tuple[str, ...]
+    file: str
+    debian: DebianOrigin | None = None
+
+
+@dataclass(frozen=True)
+class Package:
+    """One node of the tree: packages/<name>/ or bootstrap/<name>/."""
+    name: str
+    version: str
+    dir: Path
+    definition_file: Path
+    kind: str = "package"                    # "package" | "bootstrap"
+    description: str = ""
+    seed: str | None = None                  # base of the build environment
+    deps: tuple[str, ...] = ()               # build deps, by package name
+    sources: tuple[Source, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()    # sorted (key, value) pairs
+    build: str | None = None                 # script for the default template
+    containerfile: Path | None = None        # the package's own template
+    test: str | None = None                  # smoke test, run in the built image
+    files: tuple[str, ...] = ()              # other files beside the definition, relative, sorted
+    raw: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class SeedDeb:
+    """One pinned Debian binary package of a seed."""
+    name: str
+    version: str
+    arch: str
+    sha256: str
+    size: int | None = None
+    filename: str | None = None     # path within the archive (pool/...), never a host
+
+
+@dataclass(frozen=True)
+class Seed:
+    """bootstrap/seeds/<name>.yaml: the only binaries a tree trusts."""
+    name: str
+    definition_file: Path
+    description: str = ""
+    arch: str = "amd64"
+    request: tuple[str, ...] = ()            # what `quorum seed lock` resolves
+    debs: tuple[SeedDeb, ...] = ()           # the locked closure
+    symlinks: tuple[tuple[str, str], ...] = ()  # (path, target) that maintainer scripts would have made
+    env: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[str, ...] = ()            # path globs left out of the seed (docs, man pages)
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.debs)
+
+
+@dataclass
+class Tree:
+    config: TreeConfig
+    seeds: dict[str, Seed]
+    packages: dict[str, Package]
+
+    @property
+    def root(self) -> Path:
+        return self.config.path
+
+    @property
+    def out(self) -> Path:
+        return self.config.path / "out"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.config.path / "manifests" / "manifest.json"

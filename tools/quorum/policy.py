@@ -1,0 +1,237 @@
+"""The trust policy (manifests/policy.yaml) and the files around it.
+
+The policy names roles, each with a threshold and the primary-key
+fingerprints that are its trust anchors; the key material lives one key per
+file in ``manifests/keys/<role>/<FINGERPRINT>.asc``.  The *list* in the
+policy is what counts, not the folder: the policy's bytes are what a
+rotation signs, so a key file dropped into a folder without a signed policy
+change must not become an anchor.  See docs/spec/policy.md.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import canon
+from .errors import DefinitionError, QuorumError
+from .gpg import Home, KeyInfo, is_fingerprint
+from .tree import _Fields, _StrictLoader
+
+FORMAT = "quorum.policy/1"
+ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# A key file larger than this is not a public key someone meant to commit.
+MAX_KEY_FILE = 1 << 20
+
+
+class PolicyError(QuorumError):
+    """The policy or an anchor key file is malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TrustFiles:
+    """Where the trust data of a tree lives (all below manifests/)."""
+    root: Path
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def manifest(self) -> Path:
+        return self.manifests / "manifest.json"
+
+    @property
+    def policy(self) -> Path:
+        return self.manifests / "policy.yaml"
+
+    @property
+    def keys(self) -> Path:
+        return self.manifests / "keys"
+
+    @property
+    def signatures(self) -> Path:
+        return self.manifests / "signatures"
+
+    @property
+    def log(self) -> Path:
+        return self.manifests / "log.jsonl"
+
+    @property
+    def sigstore(self) -> Path:
+        return self.manifests / "sigstore"
+
+    @property
+    def policy_history(self) -> Path:
+        return self.manifests / "policy-history"
+
+    def key_file(self, role: str, fingerprint: str) -> Path:
+        return self.keys / role / f"{fingerprint}.asc"
+
+    def signature(self, fingerprint: str) -> Path:
+        return self.signatures / f"{fingerprint}.asc"
+
+    def old_policy(self, version: int) -> Path:
+        return self.policy_history / f"{version}.yaml"
+
+    def policy_signatures(self, version: int) -> Path:
+        return self.manifests / "policy-signatures" / str(version)
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    threshold: int
+    keys: tuple[str, ...]       # primary fingerprints, as listed
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: int
+    rotation_role: str
+    roles: dict[str, Role]
+    path: Path
+    data: bytes = field(repr=False)   # the exact bytes: what a rotation signs
+
+    @property
+    def sha256(self) -> str:
+        return canon.sha256_bytes(self.data)
+
+    def anchors(self) -> set[str]:
+        return {k for r in self.roles.values() for k in r.keys}
+
+    def roles_of(self, fingerprint: str) -> list[str]:
+        return [r.name for r in self.roles.values() if fingerprint in r.keys]
+
+
+def load(path: Path) -> Policy:
+    """Read and validate a policy file strictly (unknown fields, wrong types,
+    unsatisfiable thresholds: one error naming the file and the field)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError("no trust policy (see docs/trust.md to create one)", file=path) from None
+    f = _Fields(_parse_yaml(data, path), path)
+    fmt = f.string("format", required=True)
+    if fmt != FORMAT:
+        raise f.err("format", f"unknown policy format {fmt!r} (this quorum reads {FORMAT!r})")
+    version = f.get("version", int, required=True, what="a positive integer")
+    if version < 1:
+        raise f.err("version", "must be a positive integer")
+    rotation_role = f.string("rotation_role", ROLE_RE, default="maintainer", what="a role name")
+    raw_roles = f.get("roles", dict, required=True, what="a mapping of role name to {threshold, keys}")
+    if not raw_roles:
+        raise f.err("roles", "at least one role is needed")
+    roles = {}
+    for name in raw_roles:
+        roles[str(name)] = _load_role(raw_roles[name], str(name), path)
+    if rotation_role not in roles:
+        raise f.err("rotation_role", f"names no role of this policy ({', '.join(sorted(roles))})")
+    f.finish()
+    return Policy(version=version, rotation_role=rotation_role, roles=roles, path=path, data=data)
+
+
+def _parse_yaml(data: bytes, path: Path):
+    """Parse the very bytes that were read (and that a rotation signs): a
+    second read could see a different file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("not UTF-8 text", file=path) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PolicyError(f"invalid YAML: {problem}", file=path,
+                          field=f"line {mark.line + 1}" if mark else None) from None
+
+
+def _load_role(data, name: str, path: Path) -> Role:
+    prefix = f"roles.{name}"
+    if not ROLE_RE.match(name):
+        raise DefinitionError(f"role name must match {ROLE_RE.pattern}", file=path, field=prefix)
+    g = _Fields(data, path, prefix)
+    threshold = g.get("threshold", int, required=True, what="a positive integer")
+    keys = g.str_list("keys", what="a primary key fingerprint")
+    for i, k in enumerate(keys):
+        # One spelling only: the fingerprint is also a file name, and two
+        # spellings of one key must not look like two people.
+        if not is_fingerprint(k):
+            raise g.err(f"keys[{i}]", f"{k!r:.70} is not a fingerprint (40 or 64 upper-case hex digits, "
+                                      "no spaces; see 'gpg --with-colons --fingerprint')")
+    if len(set(keys)) != len(keys):
+        raise g.err("keys", "lists a key twice (a key counts once per role)")
+    if threshold < 1:
+        raise g.err("threshold", "must be at least 1 (a threshold of 0 would accept anything)")
+    if threshold > len(keys):
+        raise g.err("threshold", f"{threshold} can never be met: the role has {len(keys)} key(s)")
+    g.finish()
+    return Role(name=name, threshold=threshold, keys=tuple(keys))
+
+
+# --- anchor key files ---------------------------------------------------------
+
+def check_key_file(home: Home, path: Path, fingerprint: str) -> KeyInfo:
+    """The one public key in ``path``, which must be ``fingerprint``.
+
+    A file with two primary keys is refused: whoever reviews the file sees
+    one name, and a second key riding along would become an anchor
+    unnoticed.  A secret key is refused: it does not belong in a repository
+    and would need an agent to import."""
+    if path.is_symlink() or not path.is_file():
+        raise PolicyError("missing, or not a regular file (each anchor needs its public key here)", file=path)
+    data = path.read_bytes()
+    if len(data) > MAX_KEY_FILE:
+        raise PolicyError(f"larger than {MAX_KEY_FILE} bytes; not a public key", file=path)
+    keys = home.show_keys(data)
+    if not keys:
+        raise PolicyError("holds no OpenPGP public key (malformed armor?)", file=path)
+    if len(keys) != 1:
+        raise PolicyError(f"holds {len(keys)} primary keys; exactly one is allowed per file", file=path)
+    key = keys[0]
+    if key.has_secret:
+        raise PolicyError("holds a SECRET key; commit only the public key (gpg --armor --export)", file=path)
+    if key.fingerprint != fingerprint:
+        hint = " (that is a subkey: name the file after the primary key)" if fingerprint in key.subkeys else ""
+        raise PolicyError(f"holds key {key.fingerprint}, but the file is named for {fingerprint}{hint}",
+                          file=path)
+    return key
+
+
+def import_anchors(home: Home, files: TrustFiles, policy: Policy) -> dict[str, KeyInfo]:
+    """Check every anchor's key file and import it into ``home`` (a
+    throwaway home that holds nothing else).  -> fingerprint -> key."""
+    keys: dict[str, KeyInfo] = {}
+    for role in policy.roles.values():
+        for fpr in role.keys:
+            path = files.key_file(role.name, fpr)
+            keys[fpr] = check_key_file(home, path, fpr)
+            home.import_keys(path.read_bytes())
+    return keys
+
+
+def find_key_file(files: TrustFiles, fingerprint: str) -> Path | None:
+    """A key file for ``fingerprint`` in any role's folder (also the folder
+    of retired keys): checking an old rotation needs the keys of people who
+    may no longer hold a role."""
+    if not files.keys.is_dir():
+        return None
+    for d in sorted(files.keys.iterdir()):
+        p = d / f"{fingerprint}.asc"
+        if d.is_dir() and p.is_file():
+            return p
+    return None
+
+
+def unlisted_key_files(files: TrustFiles, policy: Policy) -> list[Path]:
+    """Key files in a role's folder that the policy does not list (they are
+    ignored; reported so nobody thinks they count)."""
+    out = []
+    for role in policy.roles.values():
+        d = files.keys / role.name
+        if d.is_dir():
+            out += [p for p in sorted(d.glob("*.asc")) if p.stem not in role.keys]
+    return out

@@ -1,0 +1,147 @@
+"""Seeds: locking a requested Debian package set into a pinned closure, and
+assembling the pinned .debs into one deterministic image layer.
+
+The seed is how the first image exists on an engine that has none and can
+pull none.  Its digest must depend only on the lock (docs/spec/seed.md): the
+same .debs, unpacked in Python in a fixed order with no maintainer scripts,
+normalised like any artifact.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+from . import deb, oci
+from .errors import DefinitionError, UnsafeArchiveError
+from .fetch import SourceCache
+from .model import Seed, SeedDeb
+
+# Folders every build environment expects to exist even though no .deb
+# ships them (dpkg's postinst or the container runtime would make them).
+BASE_DIRS = {"tmp": 0o1777, "dev": 0o755, "proc": 0o755, "sys": 0o755, "etc": 0o755,
+             "build": 0o755, "rootfs": 0o755, "root": 0o700, "var/tmp": 0o1777}
+
+
+def lock(seed: Seed, cache: SourceCache) -> list[SeedDeb]:
+    """Resolve ``seed.request`` through the machine's apt configuration into
+    the pinned closure (names, versions, sha256 from the signed index)."""
+    if not seed.request:
+        raise DefinitionError("nothing to lock: give the Debian packages the seed needs in request:",
+                              file=seed.definition_file, field="request")
+    apt = cache.apt
+    debs = []
+    for name, version, arch in apt.resolve(list(seed.request), seed.arch):
+        rec = apt.show(name, version, arch)
+        debs.append(SeedDeb(name=name, version=version, arch=arch, sha256=rec["SHA256"],
+                            size=int(rec.get("Size", 0)) or None, filename=rec.get("Filename")))
+    return sorted(debs, key=lambda d: (d.name, d.arch))
+
+
+def write_lock(seed: Seed, debs: list[SeedDeb]) -> None:
+    """Rewrite the seed file's ``packages:`` section, keeping everything
+    above it (comments included) as the maintainer wrote it."""
+    from .canon import atomic_write
+    text = seed.definition_file.read_text()
+    m = re.search(r"^packages:.*\Z", text, flags=re.M | re.S)
+    head = text[:m.start()] if m else text
+    if head and not head.endswith("\n"):
+        head += "\n"
+    lines = ["packages:  # written by `quorum seed lock`; do not edit by hand"]
+    for d in debs:
+        lines += [f"  - name: {d.name}", f"    version: \"{d.version}\"", f"    arch: {d.arch}",
+                  f"    sha256: {d.sha256}"]
+        if d.size:
+            lines.append(f"    size: {d.size}")
+        if d.filename:
+            lines.append(f"    filename: {d.filename}")
+    atomic_write(seed.definition_file, (head + "\n".join(lines) + "\n").encode())
+
+
+def fetch_debs(seed: Seed, cache: SourceCache, emit: Callable[[dict], None] = lambda e: None) -> list[Path]:
+    if not seed.locked:
+        raise DefinitionError(f"seed {seed.name!r} is not locked: run 'quorum seed lock {seed.name}'",
+                              file=seed.definition_file, field="packages")
+    return [cache.fetch_deb(d.name, d.version, d.arch, d.sha256, emit=emit, where=seed.name) for d in seed.debs]
+
+
+def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
+    p = "/" + name
+    return any(fnmatch.fnmatchcase(p, pat) or fnmatch.fnmatchcase(p + "/", pat) for pat in patterns)
+
+
+def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
+    """Merge the data trees of the debs into one (not yet normalised) tar.
+
+    Two debs shipping the same directory is normal; the same file with
+    different contents would make the result depend on unpack order, so it
+    is an error that names both packages."""
+    owners: dict[str, tuple[str, str]] = {}   # name -> (deb, sha256 or type)
+    with tarfile.open(raw_out, "w", format=tarfile.GNU_FORMAT) as out:
+        for d, path in zip(seed.debs, deb_paths):
+            with deb.data_tar(path) as tf:
+                for m in tf.getmembers():
+                    name = oci._clean_name(m.name)
+                    if not name or _excluded(name, seed.exclude):
+                        continue
+                    if m.isreg():
+                        data = tf.extractfile(m).read()
+                        ident = "file:" + hashlib.sha256(data).hexdigest() + f":{m.mode & 0o7777:o}"
+                    elif m.isdir():
+                        ident, data = "dir", None
+                    elif m.issym():
+                        ident, data = "sym:" + m.linkname, None
+                    elif m.islnk():
+                        ident, data = "lnk:" + m.linkname, None
+                    else:
+                        raise UnsafeArchiveError(f"{d.name}: {name!r} is a device or special file")
+                    if name in owners:
+                        if owners[name][1] == ident:
+                            continue
+                        if ident == "dir" or owners[name][1] == "dir":
+                            raise UnsafeArchiveError(f"{name!r} is a directory in one package and not in another "
+                                                     f"({owners[name][0]}, {d.name})")
+                        raise DefinitionError(f"{name!r} is shipped differently by {owners[name][0]} and {d.name}",
+                                              file=seed.definition_file, field="packages")
+                    owners[name] = (d.name, ident)
+                    m.name = name
+                    if m.islnk():
+                        m.linkname = oci._clean_name(m.linkname)
+                    out.addfile(m, _io(data) if data is not None else None)
+        for name, mode in sorted(BASE_DIRS.items()):
+            if name not in owners:
+                ti = tarfile.TarInfo(name)
+                ti.type, ti.mode = tarfile.DIRTYPE, mode
+                out.addfile(ti)
+                owners[name] = ("quorum", "dir")
+        for path, target in seed.symlinks:
+            name = oci._clean_name(path)
+            if name in owners:
+                raise DefinitionError(f"{path} already exists in the seed ({owners[name][0]})",
+                                      file=seed.definition_file, field=f"symlinks.{path}")
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
+            out.addfile(ti)
+            owners[name] = ("symlinks", "sym:" + target)
+
+
+def _io(data: bytes):
+    import io
+    return io.BytesIO(data)
+
+
+def input_fields(seed: Seed, epoch: int) -> dict:
+    """Everything the seed's bytes depend on (hashed into its input hash)."""
+    return {
+        "kind": "seed",
+        "arch": seed.arch,
+        "debs": [[d.name, d.version, d.arch, d.sha256] for d in seed.debs],
+        "symlinks": [list(s) for s in seed.symlinks],
+        "exclude": list(seed.exclude),
+        "env": [list(e) for e in seed.env],
+        "epoch": epoch,
+        "base_dirs": sorted(BASE_DIRS.items()),
+    }

@@ -1,0 +1,338 @@
+"""`quorum sign`: sign the hash manifest (and each image) with one's key.
+
+You sign only what you reproduced: before anything is signed, every
+artifact the manifest names must be whole in this machine's out/ with the
+very digest the manifest records.  The signature is checked again in a
+throwaway home before it is written, appended to the transparency log, and
+mirrored per image in the containers "simple signing" lookaside layout.
+
+The release step (``--release``) is the only place that stamps the
+manifest's freshness fields — ``expires`` and ``tree.commit`` — because a
+build must stay a pure function of its inputs (no clock, no checkout).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from . import canon, manifest as manifest_mod, oci, policy as policy_mod, simplesign, translog
+from .errors import QuorumError
+from .gpg import GpgError, Home, SigResult
+from .manifest import Manifest
+from .store import Store
+from .tree import load_config
+
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
+EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class SignError(QuorumError):
+    pass
+
+
+@dataclass
+class SignReport:
+    fingerprint: str                  # the signer's primary key
+    uid: str
+    signature: Path
+    manifest_sha256: str
+    serial: int
+    log_entry: dict
+    released: bool = False
+    removed: list[Path] = field(default_factory=list)        # stale signatures a release dropped
+    images: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"signer": self.fingerprint, "uid": self.uid, "signature": str(self.signature),
+                "manifest_sha256": self.manifest_sha256, "serial": self.serial, "released": self.released,
+                "removed": [str(p) for p in self.removed], "images": [str(p) for p in self.images],
+                "log_seq": self.log_entry["seq"], "warnings": self.warnings}
+
+
+# --- reading the manifest --------------------------------------------------------
+
+def load_manifest(path: Path) -> tuple[Manifest, bytes]:
+    """The manifest and its bytes, which must be the canonical form: the
+    bytes are what is signed, and a second spelling of the same content
+    would be a second thing to sign."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SignError("no manifest: run 'quorum build' first", file=path) from None
+    man = manifest_mod.parse(data, str(path))
+    if man.to_bytes() != data:
+        raise SignError("not in canonical form (edited by hand?); rebuild to rewrite it", file=path)
+    return man, data
+
+
+def parse_expires(value: str | None, source: str = "manifest") -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, EXPIRES_FORMAT).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        raise SignError(f"{value!r} is not a UTC time like 2030-01-31T00:00:00Z", file=source,
+                        field="expires") from None
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise SignError(f"{text!r} is not a duration like 12h, 90d or 8w", field="--expires-in")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+
+
+# --- you sign only what you reproduced ------------------------------------------------
+
+def check_artifacts(man: Manifest, store: Store) -> list[str]:
+    """Names (with the reason) of manifest entries whose artifact is not
+    here, or not the one the manifest records."""
+    bad = []
+    for name, entry in sorted(man.entries.items()):
+        rec = store.record(name)
+        if rec is None:
+            bad.append(f"{name} (not built here)")
+        elif rec.digest != entry.digest:
+            bad.append(f"{name} (built {rec.digest[:19]}…, manifest says {entry.digest[:19]}…)")
+        else:
+            try:
+                oci.verify_layout(store.layout(name), entry.digest, deep=True)
+            except (OSError, ValueError, KeyError) as e:
+                bad.append(f"{name} (layout damaged: {e})")
+    return bad
+
+
+# --- the release step ----------------------------------------------------------------
+
+def git_commit(root: Path) -> str:
+    """HEAD of the tree's checkout, refusing a dirty one: the commit is the
+    tree's identity in the manifest, and uncommitted definitions would make
+    that identity a lie."""
+    try:
+        head = _git(root, "rev-parse", "HEAD").strip()
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=all", "--", ".",
+                     ":(exclude)manifests", ":(exclude)out").splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        raise SignError("cannot read the git commit of the tree (not a git checkout?); "
+                        "give --commit", file=root) from None
+    if dirty:
+        shown = ", ".join(line[3:] for line in dirty[:5]) + (" …" if len(dirty) > 5 else "")
+        raise SignError(f"the checkout has uncommitted changes ({shown}); commit them first, "
+                        "so the manifest names the commit it was built from", file=root)
+    return head
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def stamp(man: Manifest, *, now: datetime, expires_in: timedelta, commit: str) -> Manifest:
+    """The released manifest: expiry and commit set.  Re-releasing bytes
+    that were released before bumps the serial, so that every distinct
+    signed manifest has its own serial and a verifier can refuse a second,
+    different manifest under a serial it already accepted."""
+    if not _COMMIT_RE.match(commit):
+        raise SignError(f"{commit!r} is not a full git commit id", field="commit")
+    new = Manifest(tree=man.tree, entries=dict(man.entries), serial=man.serial, checks=dict(man.checks))
+    new.expires = (now + expires_in).astimezone(timezone.utc).strftime(EXPIRES_FORMAT)
+    new.commit = commit
+    if man.expires is not None or man.commit is not None:
+        if (new.expires, new.commit) != (man.expires, man.commit):
+            new.serial = man.serial + 1
+    return new
+
+
+def remove_stale_signatures(files: policy_mod.TrustFiles) -> list[Path]:
+    """Drop manifest signatures (they were over the old bytes and can never
+    count again); returns what was removed."""
+    removed = []
+    if files.signatures.is_dir():
+        for p in sorted(files.signatures.glob("*.asc")):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def require_released(man: Manifest, now: datetime, path: Path) -> None:
+    if man.expires is None or man.commit is None:
+        raise SignError("not released yet (no expires/commit): the first maintainer runs "
+                        "'quorum sign --release', everyone else signs the committed result", file=path)
+    exp = parse_expires(man.expires, str(path))
+    if exp <= now:
+        raise SignError(f"expired at {man.expires}: a maintainer re-releases it with 'quorum sign --release'",
+                        file=path, field="expires")
+
+
+# --- which key -------------------------------------------------------------------------
+
+def signing_key(root: Path) -> str | None:
+    """QUORUM_SIGNING_KEY, else git's user.signingkey, else None (GnuPG's
+    default key)."""
+    if os.environ.get("QUORUM_SIGNING_KEY"):
+        return os.environ["QUORUM_SIGNING_KEY"]
+    try:
+        out = _git(root, "config", "--get", "user.signingkey").strip()
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None
+    return out or None
+
+
+def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> SigResult:
+    """Verify what was just made in a throwaway home holding only the
+    signer's public key: proves the signature is one good, detached
+    signature over these bytes, and yields the primary fingerprint."""
+    public = user.export_public(signing_fpr)
+    with Home.temporary() as h:
+        h.import_keys(public)
+        v = h.verify_detached(signature, data)
+    problem = v.problem()
+    if problem:
+        raise SignError(f"the signature GnuPG made does not verify: {problem}")
+    return v.signatures[0]
+
+
+# --- signing ----------------------------------------------------------------------------
+
+def sign(root: Path, *, user: Home | None = None, key: str | None = None, release: bool = False,
+         expires_in: timedelta = timedelta(days=90), commit: str | None = None,
+         now: datetime | None = None, images: bool = True) -> SignReport:
+    root = Path(root)
+    now = now or datetime.now(timezone.utc)
+    files = policy_mod.TrustFiles(root)
+    config = load_config(root)
+    user = user or Home.user()
+    key = key if key is not None else signing_key(root)
+    man, data = load_manifest(files.manifest)
+    bad = check_artifacts(man, Store(root / "out"))
+    if bad:
+        raise SignError("refusing to sign: the local artifacts do not match the manifest for "
+                        + "; ".join(bad) + ". Build (or reproduce) them first: you sign only what you rebuilt",
+                        file=files.manifest)
+    # A broken log would leave the new signature unlogged and so uncounted.
+    translog.replay(translog.read(files.log), files.log)
+    removed: list[Path] = []
+    if release:
+        man = stamp(man, now=now, expires_in=expires_in, commit=commit or git_commit(root))
+        if man.to_bytes() != data:
+            removed = remove_stale_signatures(files)
+            manifest_mod.write(files.manifest, man)
+            data = man.to_bytes()
+    else:
+        require_released(man, now, files.manifest)
+    signature, signing_fpr = user.sign(data, key, detach=True)
+    sig = _self_check(user, signature, data, signing_fpr)
+    primary = sig.primary
+    sig_path = files.signature(primary)
+    canon.atomic_write(sig_path, signature)
+    entry = translog.append(files.log, tree=man.tree, serial=man.serial, manifest_sha256=canon.sha256_bytes(data),
+                            signer=primary, signature_sha256=canon.sha256_bytes(signature), now=now)
+    report = SignReport(fingerprint=primary, uid=sig.uid or "", signature=sig_path,
+                        manifest_sha256=canon.sha256_bytes(data), serial=man.serial, log_entry=entry,
+                        released=release, removed=[p for p in removed if p != sig_path])
+    report.warnings += _anchor_warnings(files, primary)
+    if images:
+        report.images = sign_images(files, man, config.namespace, user=user, key=key, primary=primary,
+                                    public=user.export_public(signing_fpr))
+    return report
+
+
+def _anchor_warnings(files: policy_mod.TrustFiles, primary: str) -> list[str]:
+    try:
+        pol = policy_mod.load(files.policy)
+    except QuorumError as e:
+        return [f"cannot read the policy ({e}); the signature was written anyway"]
+    roles = pol.roles_of(primary)
+    if not roles:
+        return [f"{primary} is not an anchor of any role in {files.policy}: this signature counts "
+                f"for nothing until a policy lists the key (docs/trust.md)"]
+    return []
+
+
+def sign_images(files: policy_mod.TrustFiles, man: Manifest, namespace: str, *, user: Home,
+                key: str | None, primary: str, public: bytes) -> list[Path]:
+    """One simple-signing signature per package and bootstrap image (seeds
+    are build inputs, not images anyone pulls).  A signature this key made
+    before for the same image is replaced in place, keeping N gap-free."""
+    written = []
+    with Home.temporary() as h:
+        h.import_keys(public)
+        for name, entry in sorted(man.entries.items()):
+            if entry.kind == "seed":
+                continue
+            ref = simplesign.reference(namespace, name, entry.version)
+            d = simplesign.lookaside_dir(files.sigstore, namespace, name, entry.digest)
+            payload = simplesign.payload(ref, entry.digest)
+            signed, _ = user.sign(payload, key, detach=False)
+            v, got = h.verify_attached(signed)
+            if v.problem() or got != payload:
+                raise SignError(f"the image signature GnuPG made for {name} does not verify: "
+                                f"{v.problem() or 'payload differs'}")
+            written.append(simplesign.write(d, signed, _own_signature_index(h, d, primary)))
+    return written
+
+
+def _own_signature_index(h: Home, d: Path, primary: str) -> int | None:
+    """The N of an existing signature-N by this key (checked in a home that
+    holds only this key, so a good signature is this key's)."""
+    for i, p in enumerate(simplesign.signature_files(d), start=1):
+        v, _ = h.verify_attached(p.read_bytes())
+        if v.problem() is None and v.signatures[0].primary == primary:
+            return i
+    return None
+
+
+# --- policy rotation ---------------------------------------------------------------------
+
+def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None) -> tuple[str, Path]:
+    """Sign the current policy.yaml as a rotation from the version before
+    it (by one of that version's rotation-role keys)."""
+    files = policy_mod.TrustFiles(root)
+    user = user or Home.user()
+    key = key if key is not None else signing_key(root)
+    pol = policy_mod.load(files.policy)
+    if pol.version < 2:
+        raise SignError("version 1 is the first policy: there is nothing to rotate from", file=files.policy,
+                        field="version")
+    signature, signing_fpr = user.sign(pol.data, key, detach=True)
+    sig = _self_check(user, signature, pol.data, signing_fpr)
+    old = _previous_policy(files, pol.version)
+    if sig.primary not in old.roles[old.rotation_role].keys:
+        raise SignError(f"{sig.primary} is not a {old.rotation_role} of policy version {old.version}: "
+                        "only they can approve the next version", file=files.old_policy(old.version))
+    path = files.policy_signatures(pol.version) / f"{sig.primary}.asc"
+    canon.atomic_write(path, signature)
+    return sig.primary, path
+
+
+def _previous_policy(files: policy_mod.TrustFiles, version: int) -> policy_mod.Policy:
+    path = files.old_policy(version - 1)
+    old = policy_mod.load(path)
+    if old.version != version - 1:
+        raise SignError(f"says version {old.version}, expected {version - 1}", file=path, field="version")
+    return old
+
+
+def rotate_policy(root: Path, new_policy: Path) -> policy_mod.Policy:
+    """Install ``new_policy`` as manifests/policy.yaml, keeping the current
+    one byte for byte in policy-history/<version>.yaml (verifiers replay the
+    chain from there).  The new version must be exactly one higher."""
+    files = policy_mod.TrustFiles(root)
+    cur = policy_mod.load(files.policy)
+    new = policy_mod.load(new_policy)
+    if new.version != cur.version + 1:
+        raise SignError(f"is version {new.version}; the next version after {cur.version} must be "
+                        f"{cur.version + 1}", file=new_policy, field="version")
+    hist = files.old_policy(cur.version)
+    if hist.exists() and hist.read_bytes() != cur.data:
+        raise SignError("already holds a different policy of that version", file=hist)
+    canon.atomic_write(hist, cur.data)
+    canon.atomic_write(files.policy, new.data)
+    return policy_mod.load(files.policy)

@@ -1,0 +1,143 @@
+"""out/: artifacts by name, the record that says which inputs made them,
+build logs, and the atomic publish that keeps half-written work invisible.
+
+Layout (docs/spec/store.md):
+    out/<name>/                 OCI image layout of the artifact
+    out/<name>.tgz              transport archive (only when asked for)
+    out/logs/<name>.log         the last build log
+    out/.quorum/records/<name>.json   what built out/<name>/ (input hash, digests)
+    out/.quorum/lock            one writer per out/ at a time
+    out/.tmp/                   staging; anything here is garbage after a crash
+
+A record is written only after its layout is in place, and a record whose
+digest does not match the layout on disk is ignored; so a process killed at
+any point leaves either the old artifact, or nothing that counts as done.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import canon, oci
+from .errors import QuorumError
+
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    kind: str
+    version: str
+    digest: str
+    config_digest: str
+    layer_digest: str
+    input_hash: str
+    size: int
+
+    def to_bytes(self) -> bytes:
+        return canon.dumps_pretty({"format": RECORD_FORMAT, **asdict(self)})
+
+
+class Store:
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.meta = self.out / ".quorum"
+        self.tmp = self.out / ".tmp"
+
+    # --- paths -------------------------------------------------------------
+    def layout(self, name: str) -> Path:
+        return self.out / name
+
+    def record_path(self, name: str) -> Path:
+        return self.meta / "records" / f"{name}.json"
+
+    def log_path(self, name: str) -> Path:
+        return self.out / "logs" / f"{name}.log"
+
+    def archive_path(self, name: str) -> Path:
+        return self.out / f"{name}.tgz"
+
+    # --- reading -----------------------------------------------------------
+    def record(self, name: str) -> Record | None:
+        try:
+            doc = json.loads(self.record_path(name).read_bytes())
+            if doc.pop("format", None) != RECORD_FORMAT:
+                return None
+            return Record(**doc)
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def lookup(self, name: str, input_hash: str, *, deep: bool = False) -> Record | None:
+        """The artifact for exactly these inputs, if one is whole on disk."""
+        rec = self.record(name)
+        if rec is None or rec.input_hash != input_hash:
+            return None
+        try:
+            oci.verify_layout(self.layout(name), rec.digest, deep=deep)
+        except (OSError, ValueError, KeyError):
+            return None
+        return rec
+
+    # --- writing -----------------------------------------------------------
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A private folder under out/.tmp/ that is removed on the way out,
+        whatever happens: staged work never survives to be mistaken for an
+        artifact."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=self.tmp))
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def publish(self, staged_layout: Path, record: Record) -> None:
+        """Move a finished layout to out/<name>/ and then write its record."""
+        final = self.layout(record.name)
+        old = None
+        # Invalidate first: from here until the new record lands, no record
+        # matches what is on disk, so a crash leaves "not built".
+        try:
+            self.record_path(record.name).unlink()
+        except FileNotFoundError:
+            pass
+        if final.exists() or final.is_symlink():
+            old = self.tmp / f"old.{record.name}.{uuid.uuid4().hex}"
+            os.replace(final, old)
+        os.replace(staged_layout, final)
+        canon.atomic_write(self.record_path(record.name), record.to_bytes())
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def clean_tmp(self) -> None:
+        """Remove what crashed runs left in out/.tmp (called under the lock)."""
+        if self.tmp.exists():
+            for p in self.tmp.iterdir():
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per out/: two builds in one tree would race on publish."""
+        self.meta.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise QuorumError(f"another quorum process is writing to {self.out} "
+                                  "(wait for it, or stop it)") from None
+            yield
+        finally:
+            os.close(fd)

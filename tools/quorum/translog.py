@@ -1,0 +1,132 @@
+"""manifests/log.jsonl: the hash-chained transparency log of signings.
+
+One canonical JSON object per line.  Each entry carries the hash of the one
+before it and its own hash, so removing, reordering or editing any entry
+breaks the chain at that line, and a verifier that remembers the head it
+last accepted notices a log that was cut short or rewritten.  ``time`` is
+the only wall-clock value quorum records anywhere; it never enters the
+manifest.  See docs/spec/log.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import canon
+from .errors import QuorumError
+from .gpg import is_fingerprint
+
+GENESIS = "0" * 64
+FIELDS = ("hash", "manifest_sha256", "prev", "seq", "serial", "signature_sha256", "signer", "time", "tree")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+class LogError(QuorumError):
+    """The log is malformed or its chain is broken."""
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int          # 0 for an empty log
+    hash: str
+
+
+def entry_hash(entry: dict) -> str:
+    """sha256 of the entry's canonical compact JSON without its own hash."""
+    return canon.sha256_bytes(canon.dumps({k: v for k, v in entry.items() if k != "hash"}))
+
+
+def timestamp(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read(path: Path) -> list[dict]:
+    """All entries, each checked for shape and for its canonical spelling
+    (one spelling per entry, so the file's bytes are fixed by its content)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise LogError("the last line is not terminated (a torn write?)", file=path)
+    return [_parse_line(line, path, i) for i, line in enumerate(data.split(b"\n")[:-1], start=1)]
+
+
+def _parse_line(line: bytes, path: Path, lineno: int) -> dict:
+    where = f"line {lineno}"
+    try:
+        e = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LogError("not a JSON object", file=path, field=where) from None
+    if not isinstance(e, dict) or tuple(sorted(e)) != FIELDS:
+        raise LogError(f"expected exactly the fields {', '.join(FIELDS)}", file=path, field=where)
+    ok = (isinstance(e["seq"], int) and not isinstance(e["seq"], bool)
+          and isinstance(e["serial"], int) and not isinstance(e["serial"], bool)
+          and all(isinstance(e[k], str) and _HEX64.match(e[k])
+                  for k in ("hash", "manifest_sha256", "prev", "signature_sha256"))
+          and isinstance(e["signer"], str) and is_fingerprint(e["signer"])
+          and isinstance(e["time"], str) and _TIME.match(e["time"]) and isinstance(e["tree"], str))
+    if not ok:
+        raise LogError("a field has the wrong type or form", file=path, field=where)
+    if canon.dumps(e) != line:
+        raise LogError("not in canonical form (sorted keys, no spaces)", file=path, field=where)
+    return e
+
+
+def replay(entries: list[dict], path: Path | str = "log") -> Head:
+    """Walk the chain from the start; -> the head.  Any gap, reordering or
+    edit shows up as the first line whose seq, prev or hash is wrong."""
+    prev = GENESIS
+    for i, e in enumerate(entries, start=1):
+        where = f"line {i}"
+        if e["seq"] != i:
+            raise LogError(f"seq is {e['seq']}, expected {i} (an entry was removed or reordered)",
+                           file=path, field=where)
+        if e["prev"] != prev:
+            raise LogError("prev does not match the hash of the entry before (an entry was removed or altered)",
+                           file=path, field=where)
+        if entry_hash(e) != e["hash"]:
+            raise LogError("hash does not match the entry's content (the entry was altered)",
+                           file=path, field=where)
+        prev = e["hash"]
+    return Head(seq=len(entries), hash=prev)
+
+
+def check_extends(entries: list[dict], known: Head, path: Path | str = "log") -> None:
+    """The log must still contain the head this machine accepted before: a
+    shorter log, or a different entry at that position, is history being
+    rewritten."""
+    if known.seq == 0:
+        return
+    if len(entries) < known.seq:
+        raise LogError(f"has {len(entries)} entries, but this machine already accepted entry {known.seq} "
+                       "(the log was cut short)", file=path)
+    if entries[known.seq - 1]["hash"] != known.hash:
+        raise LogError(f"entry {known.seq} differs from the one this machine accepted (the log was rewritten)",
+                       file=path, field=f"line {known.seq}")
+
+
+def append(path: Path, *, tree: str, serial: int, manifest_sha256: str, signer: str,
+           signature_sha256: str, now: datetime) -> dict:
+    """Append one signing to the log (refusing to extend a broken chain)."""
+    entries = read(path)
+    head = replay(entries, path)
+    entry = {"seq": head.seq + 1, "time": timestamp(now), "tree": tree, "serial": serial,
+             "manifest_sha256": manifest_sha256, "signer": signer,
+             "signature_sha256": signature_sha256, "prev": head.hash}
+    entry["hash"] = entry_hash(entry)
+    # Every line was checked to be canonical, so this rewrites the old bytes
+    # exactly and adds one line.
+    canon.atomic_write(path, b"".join(canon.dumps(e) + b"\n" for e in entries + [entry]))
+    return entry
+
+
+def find(entries: list[dict], *, signer: str, signature_sha256: str, manifest_sha256: str) -> dict | None:
+    for e in entries:
+        if (e["signer"] == signer and e["signature_sha256"] == signature_sha256
+                and e["manifest_sha256"] == manifest_sha256):
+            return e
+    return None

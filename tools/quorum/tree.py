@@ -1,0 +1,365 @@
+"""Load a tree from disk and validate it against docs/spec/.
+
+Every problem becomes one DefinitionError naming the file, the field and what
+was expected.  Validation is strict on purpose: an unknown field is an error
+(a typo such as ``dependencies:`` for ``deps:`` would otherwise silently build
+a different package), and nothing from a definition reaches a shell or a
+Containerfile without passing a pattern here.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DefinitionError
+from .model import (
+    ENV_KEY_RE, FILE_RE, NAME_RE, RESERVED_ENV, SHA256_RE, VERSION_RE,
+    DebianOrigin, Package, Seed, SeedDeb, Source, Tree, TreeConfig,
+)
+
+CONFIG_FILE = "quorum.yaml"
+PACKAGE_FILE = "package.yaml"
+CONTAINERFILE = "Containerfile"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: with plain PyYAML the last one
+    silently wins, which lets a definition show a reviewer one value while
+    building with another."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DefinitionError("file not found", file=path) from None
+    except UnicodeDecodeError:
+        raise DefinitionError("not UTF-8 text", file=path) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DefinitionError(f"invalid YAML: {problem}", file=path, field=where) from None
+
+
+# --- small typed accessors: each names the file and the field on failure ----
+
+class _Fields:
+    """Reads fields out of one mapping, remembering which were used so that
+    whatever is left over can be reported as unknown."""
+
+    def __init__(self, data: Any, file: Path, prefix: str = ""):
+        if not isinstance(data, dict):
+            raise DefinitionError("expected a mapping", file=file, field=prefix or None)
+        self.data, self.file, self.prefix, self.used = data, file, prefix, set()
+
+    def _f(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def err(self, key: str, msg: str) -> DefinitionError:
+        return DefinitionError(msg, file=self.file, field=self._f(key))
+
+    def get(self, key: str, typ: type | tuple, *, required: bool = False, default: Any = None,
+            what: str | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.err(key, f"required field is missing (expected {what or _tname(typ)})")
+            return default
+        value = self.data[key]
+        # bool is an int in Python; a YAML "yes" must not pass as a number.
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+            raise self.err(key, f"expected {what or _tname(typ)}, got {_tname(type(value))} {value!r:.60}")
+        return value
+
+    def string(self, key: str, pattern: re.Pattern | None = None, *, required=False, default=None,
+               what: str | None = None) -> str | None:
+        value = self.get(key, str, required=required, default=default, what=what or "a string")
+        if value is not None and pattern is not None and not pattern.match(value):
+            raise self.err(key, f"{value!r:.80} is not {what or 'valid'} (pattern {pattern.pattern})")
+        return value
+
+    def str_list(self, key: str, pattern: re.Pattern | None = None, what: str = "a string") -> list[str]:
+        items = self.get(key, list, default=[], what=f"a list of {what}s")
+        for i, v in enumerate(items):
+            if not isinstance(v, str) or (pattern is not None and not pattern.match(v)):
+                raise self.err(f"{key}[{i}]", f"expected {what}, got {v!r:.60}")
+        return items
+
+    def env(self, key: str) -> tuple[tuple[str, str], ...]:
+        env = self.get(key, dict, default={}, what="a mapping of NAME: value")
+        out = []
+        for k, v in env.items():
+            if not isinstance(k, str) or not ENV_KEY_RE.match(k):
+                raise self.err(f"{key}.{k}", "expected a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            if k in RESERVED_ENV:
+                raise self.err(f"{key}.{k}", "is set by quorum for every build and cannot be overridden")
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise self.err(f"{key}.{k}", f"expected a string, got {_tname(type(v))}")
+            v = str(v)
+            # A newline or NUL in a value could end the `export` line of the
+            # build prelude and start a command of its own.
+            if any(ord(c) < 32 and c != "\t" for c in v):
+                raise self.err(f"{key}.{k}", "control characters (newline, NUL…) are not allowed")
+            out.append((k, v))
+        return tuple(sorted(out))
+
+    def finish(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise self.err(unknown[0], "unknown field" + _suggest(unknown[0], self.used))
+
+
+def _tname(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_tname(x) for x in t)
+    return {str: "a string", int: "an integer", list: "a list", dict: "a mapping",
+            bool: "true/false", type(None): "nothing"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+_PLACEHOLDER = re.compile(r"\{(name|version)\}")
+
+
+def expand(template: str, name: str, version: str) -> str:
+    """Replace {name} and {version}, and nothing else.  str.format would also
+    evaluate {version.__class__...}: a definition must not be able to reach
+    Python attributes through a URL."""
+    return _PLACEHOLDER.sub(lambda m: name if m.group(1) == "name" else version, template)
+
+
+# --- quorum.yaml -----------------------------------------------------------
+
+def load_config(root: Path) -> TreeConfig:
+    root = root.resolve()
+    path = root / CONFIG_FILE
+    if not path.exists():
+        raise DefinitionError(f"not a quorum tree: no {CONFIG_FILE} (give --tree DIR)", file=path)
+    f = _Fields(load_yaml(path), path)
+    name = f.string("name", NAME_RE, required=True, what="a tree name")
+    namespace = f.string("namespace", re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}$"), default=name,
+                         what="an image namespace")
+    sde = f.get("source_date_epoch", int, default=1, what="an integer (seconds since 1970)")
+    if sde < 0:
+        raise f.err("source_date_epoch", "must not be negative")
+    defaults = _Fields(f.get("defaults", dict, default={}), path, "defaults")
+    seed = defaults.string("seed", NAME_RE, what="a seed name")
+    defaults.finish()
+    f.finish()
+    return TreeConfig(name=name, namespace=namespace, source_date_epoch=sde,
+                      default_seed=seed, path=root)
+
+
+# --- seeds -----------------------------------------------------------------
+
+ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+
+
+def load_seed(path: Path) -> Seed:
+    f = _Fields(load_yaml(path), path)
+    name = f.string("name", NAME_RE, required=True, what="a seed name")
+    if name != path.stem:
+        raise f.err("name", f"must match the file name ({path.stem!r})")
+    debs = []
+    for i, d in enumerate(f.get("packages", list, default=[])):
+        g = _Fields(d, path, f"packages[{i}]")
+        debs.append(SeedDeb(
+            name=g.string("name", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), required=True, what="a Debian package name"),
+            version=g.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+$"), required=True, what="a Debian version"),
+            arch=g.string("arch", re.compile(r"^[a-z0-9-]+$"), default="amd64", what="an architecture"),
+            sha256=g.string("sha256", SHA256_RE, required=True, what="a sha256 (64 lower-case hex digits)"),
+            size=g.get("size", int),
+            filename=g.string("filename", re.compile(r"^pool/[A-Za-z0-9._+~%/-]+\.deb$"), what="a pool/ path"),
+        ))
+        g.finish()
+    symlinks = []
+    for k, v in f.get("symlinks", dict, default={}).items():
+        if not isinstance(k, str) or not ABS_PATH_RE.match(k) or ".." in k.split("/"):
+            raise f.err(f"symlinks.{k}", "expected an absolute path without '..'")
+        if not isinstance(v, str) or not v or "\n" in v:
+            raise f.err(f"symlinks.{k}", "expected a link target")
+        symlinks.append((k, v))
+    seed = Seed(
+        name=name, definition_file=path,
+        description=f.string("description", default=""),
+        arch=f.string("arch", re.compile(r"^[a-z0-9-]+$"), default="amd64"),
+        request=tuple(f.str_list("request", re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+~:-]+)?$"),
+                                 "a Debian package name")),
+        debs=tuple(sorted(debs, key=lambda d: (d.name, d.arch))),
+        symlinks=tuple(sorted(symlinks)),
+        env=f.env("env") if "env" in f.data else (),
+        exclude=tuple(f.str_list("exclude", what="a path glob")),
+    )
+    f.finish()
+    names = [d.name for d in seed.debs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[0]
+        raise DefinitionError(f"package {dup!r} is pinned twice", file=path, field="packages")
+    return seed
+
+
+# --- packages --------------------------------------------------------------
+
+def load_package(pkg_dir: Path, kind: str = "package") -> Package:
+    path = pkg_dir / PACKAGE_FILE
+    f = _Fields(load_yaml(path), path)
+    name = f.string("name", NAME_RE, required=True, what="a package name")
+    if name != pkg_dir.name:
+        raise f.err("name", f"must match the folder name ({pkg_dir.name!r})")
+    version = f.string("version", VERSION_RE, required=True, what="a version")
+    sources = []
+    for i, s in enumerate(f.get("sources", list, default=[])):
+        sources.append(_load_source(s, path, f"sources[{i}]", name, version))
+    files_seen: dict[str, str] = {}
+    for i, s in enumerate(sources):
+        if s.file in files_seen:
+            raise DefinitionError(f"file name {s.file!r} is used twice", file=path, field=f"sources[{i}].file")
+        files_seen[s.file] = f"sources[{i}]"
+    deps = f.str_list("deps", NAME_RE, "a package name")
+    if len(set(deps)) != len(deps):
+        raise f.err("deps", "lists a package twice")
+    if name in deps:
+        raise f.err("deps", "a package cannot depend on itself")
+    build = f.string("build")
+    test = f.string("test")
+    containerfile = pkg_dir / CONTAINERFILE
+    has_cf = containerfile.is_file() and not containerfile.is_symlink()
+    if build is None and not has_cf:
+        raise f.err("build", f"required: a build script, or a {CONTAINERFILE} beside {PACKAGE_FILE}")
+    if build is not None and has_cf:
+        raise f.err("build", f"give either a build script or a {CONTAINERFILE}, not both")
+    pkg_files = _package_files(pkg_dir, path)
+    for rel in pkg_files:
+        if rel in files_seen:
+            raise DefinitionError(f"file {rel!r} beside the definition has the same name as a source",
+                                  file=path, field=files_seen[rel])
+    pkg = Package(
+        name=name, version=version, dir=pkg_dir, definition_file=path, kind=kind,
+        description=f.string("description", default=""),
+        seed=f.string("seed", NAME_RE, what="a seed name"),
+        deps=tuple(deps), sources=tuple(sources), env=f.env("env"),
+        build=build, containerfile=containerfile if has_cf else None, test=test,
+        files=tuple(pkg_files), raw=f.data,
+    )
+    f.finish()
+    return pkg
+
+
+def _load_source(data: Any, path: Path, prefix: str, name: str, version: str) -> Source:
+    g = _Fields(data, path, prefix)
+    sha = g.string("sha256", SHA256_RE, required=True, what="a sha256 (64 lower-case hex digits)")
+    urls = []
+    if "url" in g.data:
+        urls.append(g.string("url"))
+    urls += g.str_list("urls", what="a URL")
+    for i, u in enumerate(urls):
+        u = expand(u, name, version)
+        if not re.match(r"^(https?|file)://[^\s]+$", u):
+            raise g.err("url" if i == 0 and "url" in g.data else "urls",
+                        f"{u!r:.80} is not an http(s):// or file:// URL")
+        urls[i] = u
+    deb = None
+    if "debian" in g.data:
+        d = _Fields(g.get("debian", dict), path, f"{prefix}.debian")
+        deb = DebianOrigin(
+            package=d.string("package", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), required=True,
+                             what="a Debian source package name"),
+            version=d.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+$"), what="a Debian version"))
+        d.finish()
+    if not urls and deb is None:
+        raise g.err("url", "a source needs at least one URL or a debian: origin")
+    file = g.string("file", what="a file name")
+    if file is None:
+        if not urls:
+            raise g.err("file", "required when there is no URL to take the name from")
+        file = urls[0].rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    else:
+        file = expand(file, name, version)
+    if not FILE_RE.match(file):
+        # The name becomes a path in the build folder: no separators, no "..",
+        # nothing hidden.
+        raise g.err("file", f"{file!r:.80} is not a plain file name")
+    g.finish()
+    return Source(sha256=sha, urls=tuple(urls), file=file, debian=deb)
+
+
+def _package_files(pkg_dir: Path, defn: Path) -> list[str]:
+    """Every file beside the definition that goes into the build folder.
+    Symlinks and special files are refused: a symlink in a package folder
+    could make quorum read (and ship into a build) any file on the
+    maintainer's machine."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(pkg_dir):
+        dirnames.sort()
+        d = Path(dirpath)
+        for n in sorted(dirnames + filenames):
+            p = d / n
+            rel = p.relative_to(pkg_dir).as_posix()
+            if p.is_symlink():
+                raise DefinitionError("symlinks are not allowed in a package folder", file=p)
+            if p.is_dir():
+                continue
+            if not p.is_file():
+                raise DefinitionError("only regular files are allowed in a package folder", file=p)
+            if rel in (PACKAGE_FILE, CONTAINERFILE):
+                continue
+            if any(not FILE_RE.match(part) for part in rel.split("/")):
+                raise DefinitionError("file names in a package folder must be plain "
+                                      "(letters, digits, . _ + ~ -; not starting with a dot)", file=p)
+            out.append(rel)
+    return sorted(out)
+
+
+def load_tree(root: str | os.PathLike) -> Tree:
+    """Load and validate everything; cross-references (deps, seeds) are
+    checked in ``graph``, which can say which edge is wrong."""
+    config = load_config(Path(root))
+    seeds: dict[str, Seed] = {}
+    seeds_dir = config.path / "bootstrap" / "seeds"
+    if seeds_dir.is_dir():
+        for p in sorted(seeds_dir.glob("*.yaml")):
+            s = load_seed(p)
+            seeds[s.name] = s
+    packages: dict[str, Package] = {}
+    for kind, sub in (("bootstrap", config.path / "bootstrap"), ("package", config.path / "packages")):
+        if not sub.is_dir():
+            continue
+        for d in sorted(sub.iterdir()):
+            if d.name == "seeds" and kind == "bootstrap":
+                continue
+            if not d.is_dir() or not (d / PACKAGE_FILE).exists():
+                continue
+            pkg = load_package(d, kind)
+            if pkg.name in packages:
+                raise DefinitionError(f"package {pkg.name!r} is defined twice (also in "
+                                      f"{packages[pkg.name].definition_file})", file=pkg.definition_file, field="name")
+            if pkg.name in seeds:
+                raise DefinitionError(f"{pkg.name!r} is already the name of a seed", file=pkg.definition_file,
+                                      field="name")
+            packages[pkg.name] = pkg
+    return Tree(config=config, seeds=seeds, packages=packages)
