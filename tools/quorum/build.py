@@ -127,7 +127,7 @@ class Builder:
         stop = False
 
         def finished(n: str) -> None:
-            for d in sorted(g.successors(n), key=index.__getitem__):
+            for d in sorted((d for d in g.successors(n) if d in index), key=index.__getitem__):
                 if d in waiting:
                     waiting[d] -= 1
                     if waiting[d] == 0:

@@ -1,0 +1,73 @@
+"""Session-wide set-up for the tests.
+
+* The source cache and apt's private configuration live in a temporary
+  XDG_CACHE_HOME, so the tests never touch (or trust) the user's cache.
+* The fixture seed is locked once per session, at test time, against the
+  machine's Debian archive: a lock committed to the repository could name a
+  version the archive has since dropped.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="quorum-tests-"))
+os.environ["XDG_CACHE_HOME"] = str(_SESSION_TMP / "cache")
+os.environ["XDG_STATE_HOME"] = str(_SESSION_TMP / "state")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_TMP
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The real engine.  Engine tests fail (not skip) without one: CI's
+    .ci/run starts dockerd, and a silent skip would let a broken build
+    loop land."""
+    from quorum.engine import Engine
+    e = Engine()
+    e.client  # raises EngineError with how to start it
+    return e
+
+
+@pytest.fixture(scope="session")
+def locked_seed_text(session_tmp) -> str:
+    """The fixture's busybox seed, locked now through the machine's apt."""
+    from treeutil import make_fixture_tree
+    from quorum import seed as seedmod
+    from quorum.fetch import SourceCache
+    from quorum.tree import load_tree
+    t = make_fixture_tree(session_tmp / "lock-tree")
+    tree = load_tree(t)
+    s = tree.seeds["busybox"]
+    seedmod.write_lock(s, seedmod.lock(s, SourceCache()))
+    return s.definition_file.read_text()
+
+
+@pytest.fixture
+def fixture_tree(tmp_path, locked_seed_text) -> Path:
+    from treeutil import make_fixture_tree
+    return make_fixture_tree(tmp_path / "tree", seed_lock=locked_seed_text)
+
+
+def run_quorum(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it (a separate process)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
+    return subprocess.run([sys.executable, "-m", "quorum", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,83 @@
+"""The source cache: only pinned bytes get in."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from quorum.errors import FetchError
+from quorum.fetch import SourceCache
+from quorum.model import Source
+
+
+def src(url: str, data: bytes, file="f.txt") -> Source:
+    return Source(sha256=hashlib.sha256(data).hexdigest(), urls=(url,), file=file)
+
+
+def test_file_url_fetched_and_cached(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"good")
+    c = SourceCache(tmp_path / "cache")
+    s = src(f"file://{tmp_path}/f.txt", b"good")
+    p = c.fetch(s)
+    assert p.read_bytes() == b"good" and p == c.path(s.sha256)
+    (tmp_path / "f.txt").unlink()
+    assert c.fetch(s) == p  # from the cache now
+
+
+def test_mismatch_names_file_origin_hashes_and_caches_nothing(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"tampered")
+    c = SourceCache(tmp_path / "cache")
+    s = src(f"file://{tmp_path}/f.txt", b"good")
+    with pytest.raises(FetchError) as ei:
+        c.fetch(s, where="packages/x/package.yaml")
+    msg = str(ei.value)
+    assert "f.txt" in msg and f"file://{tmp_path}/f.txt: mismatch" in msg
+    assert s.sha256 in msg and hashlib.sha256(b"tampered").hexdigest() in msg
+    assert "packages/x/package.yaml" in msg
+    assert not c.has(s.sha256)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_falls_through_origins_in_order(tmp_path):
+    (tmp_path / "good.txt").write_bytes(b"good")
+    (tmp_path / "bad.txt").write_bytes(b"bad")
+    c = SourceCache(tmp_path / "cache")
+    s = Source(sha256=hashlib.sha256(b"good").hexdigest(), file="f.txt",
+               urls=(f"file://{tmp_path}/missing.txt", f"file://{tmp_path}/bad.txt", f"file://{tmp_path}/good.txt"))
+    events = []
+    c.fetch(s, emit=events.append)
+    assert [e["origin"].rsplit("/", 1)[1] for e in events] == ["missing.txt", "bad.txt", "good.txt"]
+
+
+def test_http_origin_on_loopback(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"served")
+
+    class H(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        c = SourceCache(tmp_path / "cache")
+        p = c.fetch(src(f"http://127.0.0.1:{srv.server_address[1]}/f.txt", b"served"))
+        assert p.read_bytes() == b"served"
+    finally:
+        srv.shutdown()
+
+
+def test_all_origins_must_agree(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"same")
+    (tmp_path / "b.txt").write_bytes(b"other")
+    c = SourceCache(tmp_path / "cache")
+    s = Source(sha256=hashlib.sha256(b"same").hexdigest(), file="f.txt",
+               urls=(f"file://{tmp_path}/a.txt", f"file://{tmp_path}/b.txt"))
+    with pytest.raises(FetchError, match="origins disagree"):
+        c.fetch(s, all_origins=True)
