@@ -34,7 +34,7 @@ import gnupg
 
 from .errors import QuorumError
 
-GPG = os.environ.get("QUORUM_GPG") or shutil.which("gpg") or "gpg"
+GPG = shutil.which("gpg") or "gpg"
 GPGCONF = shutil.which("gpgconf") or "gpgconf"
 
 # The short parent for throwaway homes (see the module docstring).
@@ -91,12 +91,14 @@ class Verification:
     """Everything one ``gpg --verify`` said."""
     signatures: tuple[SigResult, ...]
     returncode: int
-    plaintext: bool               # a literal-data packet was seen
+    plaintext: bool               # literal data where none belongs (a "detached" signature carrying data)
     nodata: bool                  # GnuPG found no OpenPGP data at all
     stderr: str
 
     def problem(self) -> str | None:
         """Why this cannot be exactly one good signature, or None."""
+        if self.plaintext:
+            return "not a detached signature (it carries signed data of its own)"
         if self.nodata and not self.signatures:
             return "not an OpenPGP signature (malformed armor or data)"
         if not self.signatures:
@@ -272,7 +274,7 @@ class Home:
     # --- keys --------------------------------------------------------------------
     def show_keys(self, key_data: bytes) -> list[KeyInfo]:
         """The keys in ``key_data``, without importing anything."""
-        rc, lines, _ = self.run(["--with-colons", "--show-keys"], key_data)
+        _, lines, _ = self.run(["--with-colons", "--show-keys"], key_data)
         return parse_show_keys("\n".join(lines))
 
     def import_keys(self, key_data: bytes) -> list[str]:
@@ -296,8 +298,10 @@ class Home:
         containers "simple signing" form) is binary.  No passphrase is passed
         unless given: the agent asks through the user's pinentry, or uses
         its cache or the token."""
-        res = self.gpg.sign(data, keyid=key, detach=detach, clearsign=False, binary=not detach,
-                            passphrase=passphrase)
+        # --local-user, not python-gnupg's keyid (= --default-key): with a
+        # key that is not there, --default-key quietly signs with another.
+        res = self.gpg.sign(data, detach=detach, clearsign=False, binary=not detach, passphrase=passphrase,
+                            extra_args=["--local-user", key] if key else None)
         if not res.fingerprint or not res.data:
             raise GpgError(_sign_failure(res, key))
         return bytes(res.data), res.fingerprint
@@ -311,7 +315,7 @@ class Home:
         if plaintext:
             # Literal data inside a "detached" signature: it signs whatever
             # it carries, not our bytes.
-            sigs = [SigResult(status="error")] if not sigs else [SigResult(status="error") for _ in sigs]
+            sigs = [SigResult(status="error") for _ in sigs] or [SigResult(status="error")]
         return Verification(tuple(sigs), rc, plaintext, nodata, err)
 
     def verify_attached(self, signed: bytes) -> tuple[Verification, bytes]:
@@ -320,9 +324,9 @@ class Home:
         out = self.path / "scratch" / "payload"
         out.unlink(missing_ok=True)
         rc, lines, err = self.run(["--output", str(out), "--decrypt", str(src)])
-        sigs, plaintext, nodata = parse_status(lines)
+        sigs, _, nodata = parse_status(lines)       # literal data is the point here
         payload = out.read_bytes() if out.exists() else b""
-        return Verification(tuple(sigs), rc, plaintext, nodata, err), payload
+        return Verification(tuple(sigs), rc, False, nodata, err), payload
 
 
 def _sign_failure(res, key: str | None) -> str:

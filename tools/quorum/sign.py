@@ -21,14 +21,14 @@ from pathlib import Path
 
 from . import canon, manifest as manifest_mod, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
-from .gpg import GpgError, Home, SigResult
+from .gpg import Home, SigResult
 from .manifest import Manifest
 from .store import Store
 from .tree import load_config
+from .verify import EXPIRES_FORMAT, load_manifest, parse_expires
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
-EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class SignError(QuorumError):
@@ -55,31 +55,7 @@ class SignReport:
                 "log_seq": self.log_entry["seq"], "warnings": self.warnings}
 
 
-# --- reading the manifest --------------------------------------------------------
-
-def load_manifest(path: Path) -> tuple[Manifest, bytes]:
-    """The manifest and its bytes, which must be the canonical form: the
-    bytes are what is signed, and a second spelling of the same content
-    would be a second thing to sign."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SignError("no manifest: run 'quorum build' first", file=path) from None
-    man = manifest_mod.parse(data, str(path))
-    if man.to_bytes() != data:
-        raise SignError("not in canonical form (edited by hand?); rebuild to rewrite it", file=path)
-    return man, data
-
-
-def parse_expires(value: str | None, source: str = "manifest") -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, EXPIRES_FORMAT).replace(tzinfo=timezone.utc)
-    except (TypeError, ValueError):
-        raise SignError(f"{value!r} is not a UTC time like 2030-01-31T00:00:00Z", file=source,
-                        field="expires") from None
-
+# --- reading --------------------------------------------------------------------------
 
 def parse_duration(text: str) -> timedelta:
     m = _DURATION_RE.match(text)
@@ -119,7 +95,7 @@ def git_commit(root: Path) -> str:
         head = _git(root, "rev-parse", "HEAD").strip()
         dirty = _git(root, "status", "--porcelain", "--untracked-files=all", "--", ".",
                      ":(exclude)manifests", ":(exclude)out").splitlines()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         raise SignError("cannot read the git commit of the tree (not a git checkout?); "
                         "give --commit", file=root) from None
     if dirty:
@@ -204,44 +180,53 @@ def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> 
 def sign(root: Path, *, user: Home | None = None, key: str | None = None, release: bool = False,
          expires_in: timedelta = timedelta(days=90), commit: str | None = None,
          now: datetime | None = None, images: bool = True) -> SignReport:
+    """Sign the tree's manifest (releasing it first with ``release``).
+    Nothing is written until GnuPG has made a signature that verifies, so
+    a failed signing (wrong passphrase, no token) leaves the tree as it was."""
     root = Path(root)
     now = now or datetime.now(timezone.utc)
     files = policy_mod.TrustFiles(root)
     config = load_config(root)
     user = user or Home.user()
     key = key if key is not None else signing_key(root)
+    man, data = _reproduced_manifest(root, files)
+    # A broken log would leave the new signature unlogged and so uncounted.
+    translog.replay(translog.read(files.log), files.log)
+    if release:
+        man = stamp(man, now=now, expires_in=expires_in, commit=commit or git_commit(root))
+    else:
+        require_released(man, now, files.manifest)
+    signed = man.to_bytes()
+    signature, signing_fpr = user.sign(signed, key, detach=True)
+    sig = _self_check(user, signature, signed, signing_fpr)
+    removed: list[Path] = []
+    if signed != data:
+        removed = remove_stale_signatures(files)
+        manifest_mod.write(files.manifest, man)
+    sig_path = files.signature(sig.primary)
+    canon.atomic_write(sig_path, signature)
+    sha = canon.sha256_bytes(signed)
+    entry = translog.append(files.log, tree=man.tree, serial=man.serial, manifest_sha256=sha,
+                            signer=sig.primary, signature_sha256=canon.sha256_bytes(signature), now=now)
+    report = SignReport(fingerprint=sig.primary, uid=sig.uid or "", signature=sig_path, manifest_sha256=sha,
+                        serial=man.serial, log_entry=entry, released=release, removed=removed,
+                        warnings=_anchor_warnings(files, sig.primary))
+    if images:
+        report.images = sign_images(files, man, config.namespace, user=user, key=key or f"{signing_fpr}!",
+                                    primary=sig.primary,
+                                    public=user.export_public(signing_fpr))
+    return report
+
+
+def _reproduced_manifest(root: Path, files: policy_mod.TrustFiles) -> tuple[Manifest, bytes]:
+    """The manifest, provided this machine's out/ holds exactly its artifacts."""
     man, data = load_manifest(files.manifest)
     bad = check_artifacts(man, Store(root / "out"))
     if bad:
         raise SignError("refusing to sign: the local artifacts do not match the manifest for "
                         + "; ".join(bad) + ". Build (or reproduce) them first: you sign only what you rebuilt",
                         file=files.manifest)
-    # A broken log would leave the new signature unlogged and so uncounted.
-    translog.replay(translog.read(files.log), files.log)
-    removed: list[Path] = []
-    if release:
-        man = stamp(man, now=now, expires_in=expires_in, commit=commit or git_commit(root))
-        if man.to_bytes() != data:
-            removed = remove_stale_signatures(files)
-            manifest_mod.write(files.manifest, man)
-            data = man.to_bytes()
-    else:
-        require_released(man, now, files.manifest)
-    signature, signing_fpr = user.sign(data, key, detach=True)
-    sig = _self_check(user, signature, data, signing_fpr)
-    primary = sig.primary
-    sig_path = files.signature(primary)
-    canon.atomic_write(sig_path, signature)
-    entry = translog.append(files.log, tree=man.tree, serial=man.serial, manifest_sha256=canon.sha256_bytes(data),
-                            signer=primary, signature_sha256=canon.sha256_bytes(signature), now=now)
-    report = SignReport(fingerprint=primary, uid=sig.uid or "", signature=sig_path,
-                        manifest_sha256=canon.sha256_bytes(data), serial=man.serial, log_entry=entry,
-                        released=release, removed=[p for p in removed if p != sig_path])
-    report.warnings += _anchor_warnings(files, primary)
-    if images:
-        report.images = sign_images(files, man, config.namespace, user=user, key=key, primary=primary,
-                                    public=user.export_public(signing_fpr))
-    return report
+    return man, data
 
 
 def _anchor_warnings(files: policy_mod.TrustFiles, primary: str) -> list[str]:
@@ -303,7 +288,7 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
                         field="version")
     signature, signing_fpr = user.sign(pol.data, key, detach=True)
     sig = _self_check(user, signature, pol.data, signing_fpr)
-    old = _previous_policy(files, pol.version)
+    old = previous_policy(files, pol.version)
     if sig.primary not in old.roles[old.rotation_role].keys:
         raise SignError(f"{sig.primary} is not a {old.rotation_role} of policy version {old.version}: "
                         "only they can approve the next version", file=files.old_policy(old.version))
@@ -312,7 +297,7 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
     return sig.primary, path
 
 
-def _previous_policy(files: policy_mod.TrustFiles, version: int) -> policy_mod.Policy:
+def previous_policy(files: policy_mod.TrustFiles, version: int) -> policy_mod.Policy:
     path = files.old_policy(version - 1)
     old = policy_mod.load(path)
     if old.version != version - 1:

@@ -69,9 +69,7 @@ def reference(namespace: str, name: str, version: str) -> str:
 def repository_path(namespace: str, name: str) -> str:
     """The repository path without the registry host: what the lookaside
     layout is keyed by."""
-    domain, parts = _split(namespace, name)
-    if domain is None and len(parts) == 1:
-        parts = ["library"] + parts     # how docker.io spells one-component names
+    _, parts = _split(namespace, name)
     return "/".join(parts)
 
 

@@ -1,0 +1,380 @@
+"""`quorum verify`: is the manifest signed by enough distinct people?
+
+Stateless as far as GnuPG goes: every run builds a throwaway home holding
+only the policy's anchor keys, so neither the user's keyring nor GnuPG's
+trust database can make a signature count.  A signature counts for a role
+when it is one good detached signature over the manifest's exact bytes, by
+a key whose *primary* fingerprint the role lists, in a file named after that
+fingerprint, recorded in the transparency log.  Counting is by distinct
+primary fingerprint, so a person signing twice, or with a subkey and the
+primary, is one person.
+
+The only state is this machine's memory of what it accepted before (under
+$XDG_STATE_HOME/quorum/): the highest serial, the policy version and the log
+head, which is what turns "valid" into "not rolled back".
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import canon, manifest as manifest_mod, policy as policy_mod, translog
+from .errors import QuorumError
+from .gpg import Home, is_fingerprint
+from .manifest import Manifest, ManifestError
+from .model import NAME_RE
+from .tree import load_config
+
+EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# A detached signature is a few hundred bytes; anything huge is not one.
+MAX_SIGNATURE = 64 * 1024
+STATE_FORMAT = "quorum.state/1"
+
+
+class VerifyError(QuorumError):
+    pass
+
+
+# --- the manifest's bytes ----------------------------------------------------------
+
+def load_manifest(path: Path) -> tuple[Manifest, bytes]:
+    """The manifest and its bytes, which must be the canonical form: the
+    bytes are what is signed, and a second spelling of the same content
+    would be a second thing to sign."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError("no manifest: run 'quorum build' first", file=path) from None
+    man = manifest_mod.parse(data, str(path))
+    if man.to_bytes() != data:
+        raise ManifestError("not in canonical form (edited by hand?); rebuild to rewrite it", file=path)
+    return man, data
+
+
+def parse_expires(value: str, source: str = "manifest") -> datetime:
+    try:
+        return datetime.strptime(value, EXPIRES_FORMAT).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{value!r} is not a UTC time like 2030-01-31T00:00:00Z", file=source,
+                            field="expires") from None
+
+
+# --- one folder of detached signatures ---------------------------------------------------
+
+@dataclass
+class Checked:
+    """One signature file and what became of it."""
+    file: Path
+    sha256: str = ""
+    fingerprint: str | None = None     # the signer's primary key, when the signature is good
+    uid: str = ""
+    problem: str | None = None         # why it does not count (None: it counts)
+
+    def to_json(self) -> dict:
+        return {"file": self.file.name, "sha256": self.sha256, "fingerprint": self.fingerprint,
+                "uid": self.uid, "counted": self.problem is None, "problem": self.problem}
+
+
+def check_signature_dir(home: Home, d: Path, data: bytes) -> list[Checked]:
+    """Check every file in ``d`` as a signature over ``data`` in ``home``
+    (which holds the anchors and nothing else)."""
+    if not d.is_dir():
+        return []
+    return [check_signature_file(home, p, data) for p in sorted(d.iterdir()) if not p.name.startswith(".")]
+
+
+def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
+    c = Checked(file=p)
+    if p.is_symlink() or not p.is_file():
+        c.problem = "not a regular file"
+        return c
+    raw = p.read_bytes()
+    c.sha256 = canon.sha256_bytes(raw)
+    if p.suffix != ".asc" or not is_fingerprint(p.stem):
+        c.problem = "not named <PRIMARY-FINGERPRINT>.asc"
+    elif len(raw) > MAX_SIGNATURE:
+        c.problem = f"larger than {MAX_SIGNATURE} bytes; not a detached signature"
+    else:
+        v = home.verify_detached(raw, data)
+        c.problem = v.problem()
+        if c.problem is None:
+            s = v.signatures[0]
+            c.uid = s.uid or ""
+            # The file name is the signer's claim; a copy of Alice's
+            # signature under Bob's name must not pass for Bob's.
+            if s.primary != p.stem:
+                c.problem = f"made by {s.primary}, but the file is named for {p.stem}"
+            elif s.sig_class != "00":
+                c.problem = f"not a binary-document signature (class {s.sig_class})"
+            else:
+                c.fingerprint = s.primary
+    return c
+
+
+# --- counting per role -----------------------------------------------------------------------
+
+@dataclass
+class RoleVerdict:
+    name: str
+    threshold: int
+    signers: list[tuple[str, str]]       # (fingerprint, name)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.signers) >= self.threshold
+
+    def to_json(self) -> dict:
+        return {"role": self.name, "threshold": self.threshold, "count": len(self.signers), "ok": self.ok,
+                "signers": [{"fingerprint": f, "name": n} for f, n in self.signers]}
+
+
+def tally(policy: policy_mod.Policy, checked: list[Checked]) -> list[RoleVerdict]:
+    """Distinct primary fingerprints per role, among the role's anchors."""
+    good: dict[str, str] = {}
+    for c in checked:
+        if c.problem is None and c.fingerprint:
+            good.setdefault(c.fingerprint, c.uid)
+    return [RoleVerdict(name=r.name, threshold=r.threshold,
+                        signers=[(f, good[f]) for f in sorted(good) if f in r.keys])
+            for r in policy.roles.values()]
+
+
+# --- this machine's memory ----------------------------------------------------------------------
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "quorum"
+
+
+@dataclass
+class State:
+    """What this machine accepted last for one tree."""
+    serial: int = 0
+    manifest_sha256: str | None = None
+    policy_version: int | None = None
+    policy_sha256: str | None = None
+    log: translog.Head = field(default_factory=lambda: translog.Head(0, translog.GENESIS))
+
+    @staticmethod
+    def path(state_dir: Path, tree: str) -> Path:
+        return state_dir / "accepted" / f"{tree}.json"
+
+    @classmethod
+    def load(cls, state_dir: Path, tree: str) -> "State":
+        p = cls.path(state_dir, tree)
+        try:
+            doc = json.loads(p.read_bytes())
+        except FileNotFoundError:
+            return cls()
+        except ValueError:
+            raise VerifyError("unreadable; remove it to start over (this forgets what was accepted)",
+                              file=p) from None
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            raise VerifyError(f"not a {STATE_FORMAT} file", file=p)
+        log = doc.get("log") or {}
+        return cls(serial=int(doc.get("serial") or 0), manifest_sha256=doc.get("manifest_sha256"),
+                   policy_version=doc.get("policy_version"), policy_sha256=doc.get("policy_sha256"),
+                   log=translog.Head(int(log.get("seq", 0)), str(log.get("hash", translog.GENESIS))))
+
+    def save(self, state_dir: Path, tree: str) -> None:
+        doc = {"format": STATE_FORMAT, "tree": tree, "serial": self.serial,
+               "manifest_sha256": self.manifest_sha256, "policy_version": self.policy_version,
+               "policy_sha256": self.policy_sha256, "log": {"seq": self.log.seq, "hash": self.log.hash}}
+        canon.atomic_write(self.path(state_dir, tree), canon.dumps_pretty(doc), mode=0o600)
+
+
+# --- policy rotation -------------------------------------------------------------------------------
+
+@dataclass
+class Rotation:
+    version: int                        # the version this step accepts
+    threshold: int
+    role: str
+    signers: list[str]
+    checked: list[Checked]
+    missing_keys: list[str] = field(default_factory=list)   # anchors whose key file is gone
+
+    @property
+    def ok(self) -> bool:
+        return len(self.signers) >= self.threshold
+
+
+def policy_at(files: policy_mod.TrustFiles, current: policy_mod.Policy, version: int) -> policy_mod.Policy:
+    if version == current.version:
+        return current
+    path = files.old_policy(version)
+    if not path.is_file():
+        raise VerifyError(f"missing: policy version {version} is needed to check the rotation chain up to "
+                          f"version {current.version} (keep every old policy; 'quorum policy rotate' does)",
+                          file=path)
+    old = policy_mod.load(path)
+    if old.version != version:
+        raise VerifyError(f"says version {old.version}, but is stored as version {version}", file=path,
+                          field="version")
+    return old
+
+
+def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy) -> Rotation:
+    """Is ``new`` signed by a threshold of ``old``'s rotation role?  Checked
+    in a home holding only those keys, so nobody else's signature can count."""
+    role = old.roles[old.rotation_role]
+    missing = []
+    with Home.temporary() as h:
+        for fpr in role.keys:
+            p = policy_mod.find_key_file(files, fpr)
+            if p is None:
+                missing.append(fpr)
+                continue
+            policy_mod.check_key_file(h, p, fpr)
+            h.import_keys(p.read_bytes())
+        checked = check_signature_dir(h, files.policy_signatures(new.version), new.data)
+    signers = sorted({c.fingerprint for c in checked if c.problem is None and c.fingerprint in role.keys})
+    return Rotation(version=new.version, threshold=role.threshold, role=role.name, signers=signers,
+                    checked=checked, missing_keys=missing)
+
+
+def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, state: State,
+                       accept_policy: bool = False) -> tuple[list[str], list[str], list[Rotation]]:
+    """-> (problems, notes, rotations checked).  From the version this
+    machine accepted last (else version 1, trusted on first use) up to the
+    current one, each version must be signed by a threshold of the rotation
+    role of the version before it."""
+    problems: list[str] = []
+    notes: list[str] = []
+    if accept_policy:
+        notes.append(f"policy version {current.version} accepted as given (--accept-policy)")
+        return problems, notes, []
+    known = state.policy_version
+    if known is None:
+        start = 1
+        notes.append("first use of this tree's policy on this machine: version 1 is trusted as found")
+    elif current.version < known:
+        return [f"policy version {current.version} is older than version {known} accepted before "
+                "(a policy rollback)"], notes, []
+    else:
+        start = known
+        start_policy = policy_at(files, current, known)
+        if start_policy.sha256 != state.policy_sha256:
+            return [f"policy version {known} is not the one this machine accepted before "
+                    "(the policy history was rewritten; --accept-policy to trust it anyway)"], notes, []
+    rotations = []
+    for n in range(start + 1, current.version + 1):
+        rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n))
+        rotations.append(rot)
+        notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) under manifests/keys/: "
+                  f"its approval of version {n} cannot be checked" for f in rot.missing_keys]
+        if not rot.ok:
+            problems.append(f"policy version {n} is signed by {len(rot.signers)} {rot.role}(s) of version "
+                            f"{n - 1}; {rot.threshold} needed")
+            break
+    return problems, notes, rotations
+
+
+# --- the whole verdict ----------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    tree: str
+    commit: str | None
+    serial: int
+    expires: str | None
+    manifest_sha256: str
+    policy_version: int
+    roles: list[RoleVerdict] = field(default_factory=list)
+    signatures: list[Checked] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)     # refusals whatever the counts
+    notes: list[str] = field(default_factory=list)
+    rotations: list[Rotation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and bool(self.roles) and all(r.ok for r in self.roles)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "tree": self.tree, "commit": self.commit, "serial": self.serial,
+                "expires": self.expires, "manifest_sha256": self.manifest_sha256,
+                "policy_version": self.policy_version, "roles": [r.to_json() for r in self.roles],
+                "signatures": [c.to_json() for c in self.signatures], "problems": self.problems,
+                "notes": self.notes,
+                "rotations": [{"version": r.version, "role": r.role, "threshold": r.threshold,
+                               "signers": r.signers, "ok": r.ok} for r in self.rotations]}
+
+
+def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = None,
+           accept_serial: int | None = None, accept_policy: bool = False, record: bool = True) -> Report:
+    root = Path(root)
+    now = now or datetime.now(timezone.utc)
+    state_dir = state_dir or default_state_dir()
+    files = policy_mod.TrustFiles(root)
+    config = load_config(root)
+    man, data = load_manifest(files.manifest)
+    # Before the tree name is used as a file name, and so that a manifest
+    # moved here from another tree is not taken for this one.
+    if man.tree != config.name or not NAME_RE.match(man.tree):
+        raise VerifyError(f"is for tree {man.tree!r}, but this tree is {config.name!r}", file=files.manifest,
+                          field="tree.name")
+    pol = policy_mod.load(files.policy)
+    state = State.load(state_dir, man.tree)
+    report = Report(tree=man.tree, commit=man.commit, serial=man.serial, expires=man.expires,
+                    manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version)
+    report.problems += _freshness(man, now, files.manifest)
+    report.problems += _rollback(man, report.manifest_sha256, state, accept_serial)
+    problems, notes, report.rotations = check_policy_chain(files, pol, state, accept_policy)
+    report.problems += problems
+    report.notes += notes
+    report.notes += [f"{p} is not listed in the policy and is ignored" for p in policy_mod.unlisted_key_files(files, pol)]
+    entries, head = _read_log(files, state, accept_serial, report)
+    with Home.temporary() as home:
+        policy_mod.import_anchors(home, files, pol)
+        report.signatures = check_signature_dir(home, files.signatures, data)
+    for c in report.signatures:
+        if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
+                                               manifest_sha256=report.manifest_sha256) is None:
+            # An unlogged signature is one the public history never saw:
+            # it might be a split view shown only to this verifier.
+            c.problem = "not in the transparency log"
+    report.roles = tally(pol, report.signatures)
+    if report.ok and record:
+        State(serial=man.serial, manifest_sha256=report.manifest_sha256, policy_version=pol.version,
+              policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
+    return report
+
+
+def _freshness(man: Manifest, now: datetime, path: Path) -> list[str]:
+    """A manifest with no expiry could be replayed forever (a freeze attack)."""
+    out = []
+    if man.expires is None:
+        out.append("the manifest has no expires: it was never released ('quorum sign --release')")
+    elif parse_expires(man.expires, str(path)) <= now:
+        out.append(f"the manifest expired at {man.expires}")
+    if man.commit is None:
+        out.append("the manifest names no tree.commit: it was never released ('quorum sign --release')")
+    return out
+
+
+def _rollback(man: Manifest, sha: str, state: State, accept_serial: int | None) -> list[str]:
+    """An older serial after a newer one was accepted is a rollback to
+    digests someone may have withdrawn for a reason."""
+    floor = accept_serial if accept_serial is not None else state.serial
+    if man.serial < floor:
+        return [f"serial {man.serial} is lower than serial {floor} accepted before on this machine "
+                "(a rollback; --accept-serial N to reset deliberately)"]
+    if accept_serial is None and man.serial == state.serial and state.manifest_sha256 not in (None, sha):
+        return [f"a different manifest with the same serial {man.serial} was accepted before on this machine"]
+    return []
+
+
+def _read_log(files: policy_mod.TrustFiles, state: State, accept_serial: int | None,
+              report: Report) -> tuple[list[dict], translog.Head]:
+    try:
+        entries = translog.read(files.log)
+        head = translog.replay(entries, files.log)
+        if accept_serial is None:
+            translog.check_extends(entries, state.log, files.log)
+    except translog.LogError as e:
+        report.problems.append(f"transparency log: {e}")
+        return [], translog.Head(0, translog.GENESIS)
+    return entries, head
