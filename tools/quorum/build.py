@@ -48,6 +48,11 @@ class Options:
     settings: render.Settings = render.Settings()
     cpuset: str | None = None              # CPUs a build may use ("0", "0,1")
     write_manifest: bool = True
+    # Rebuilds (reproduce): these nodes are built whatever out/ holds, and
+    # any other node may be taken from ``reuse_store`` (the main out/) when
+    # its input hash matches there.
+    force: tuple[str, ...] = ()
+    reuse_store: Path | None = None
 
 
 @dataclass
@@ -103,6 +108,10 @@ class Builder:
         self._loaded: set[str] = set()
         self.graph = graphmod.build_graph(tree)
         self.results: dict[str, NodeResult] = {}
+        self.reuse_store = Store(options.reuse_store) if options.reuse_store else None
+        # Which store holds each node's artifact (for loading it into the
+        # engine): ours, or the one reused from.
+        self._store_of: dict[str, Store] = {}
 
     def emit(self, event: dict) -> None:
         with self._emit_lock:
@@ -233,18 +242,27 @@ class Builder:
             seed_name = pkg.seed or self.tree.config.default_seed
             seed_ref = self._ref(seed_name) if seed_name else None
             deps = [self._ref(d) for d in pkg.deps]
-            rendered = render.render(pkg, seed_image=seed_ref.image if seed_ref else None, deps=deps,
-                                     epoch=epoch, settings=self.opt.settings)
+            seed_image = seed_ref.image if seed_ref else None
+            # The input hash is always taken from the canonical rendering:
+            # reproduce's variations (build path, umask, …) are perturbations
+            # that must not matter, not inputs.
+            canonical = render.render(pkg, seed_image=seed_image, deps=deps, epoch=epoch)
+            rendered = canonical
+            if self.opt.settings != render.Settings():
+                rendered = render.render(pkg, seed_image=seed_image, deps=deps, epoch=epoch,
+                                         settings=self.opt.settings)
             r.input_hash = inputs.package_input_hash(
-                pkg, rendered, seed_digest=self.results[seed_name].digest if seed_name else None,
+                pkg, canonical, seed_digest=self.results[seed_name].digest if seed_name else None,
                 dep_digests={d: self.results[d].digest for d in pkg.deps}, epoch=epoch)
             job = lambda: self._build_package(pkg, rendered, seed_ref, deps)
-        if self.opt.reuse:
-            rec = self.store.lookup(n, r.input_hash)
-            if rec is not None:
-                r.status, r.digest, r.config_digest, r.size = "cached", rec.digest, rec.config_digest, rec.size
-                self.emit({"event": "cached", "name": n, "digest": rec.digest})
-                return None
+        if self.opt.reuse and n not in self.opt.force:
+            for store in (self.store, self.reuse_store):
+                rec = store.lookup(n, r.input_hash) if store is not None else None
+                if rec is not None:
+                    r.status, r.digest, r.config_digest, r.size = "cached", rec.digest, rec.config_digest, rec.size
+                    self._store_of[n] = store
+                    self.emit({"event": "cached", "name": n, "digest": rec.digest})
+                    return None
         return job
 
     def _ref(self, name: str) -> render.DepRef:
@@ -263,7 +281,7 @@ class Builder:
                 with self.store.staging(f"load-{name}") as tmp:
                     arch = tmp / "image.tar"
                     with open(arch, "wb") as f:
-                        oci.write_archive(self.store.layout(name), f)
+                        oci.write_archive(self._store_of.get(name, self.store).layout(name), f)
                     self.engine.load(arch)
                 if not self.engine.has_image(r.config_digest):
                     raise EngineError(f"the engine did not take {name}'s image as {r.config_digest}")

@@ -8,6 +8,7 @@ second ``Engine(url)``, not a rewrite.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -75,10 +76,9 @@ class Engine:
 
     def _call(self, fn, *a, **kw):
         import docker.errors
-        import requests.exceptions
         try:
             return fn(*a, **kw)
-        except (requests.exceptions.ConnectionError, docker.errors.APIError) as e:
+        except _transport_errors() + (docker.errors.APIError,) as e:
             raise EngineError(f"the engine failed: {_short(e)}") from None
 
     # --- images -----------------------------------------------------------
@@ -121,7 +121,7 @@ class Engine:
         try:
             for chunk in self.api.get_image(image_id):
                 dst.write(chunk)
-        except docker.errors.APIError as e:
+        except _transport_errors() + (docker.errors.APIError,) as e:
             raise EngineError(f"the engine could not export {image_id}: {_short(e)}") from None
 
     def single_layer(self, image_id: str, dst_dir: Path) -> Path:
@@ -177,10 +177,12 @@ class Engine:
                     msg = chunk.get("error", "").strip()
                     on_line(msg)
                     raise BuildError(msg, package="?")
-        except (requests.exceptions.ConnectionError, docker.errors.APIError) as e:
-            raise EngineError(f"the engine failed during the build: {_short(e)}") from None
         except requests.exceptions.ReadTimeout:
             raise EngineError(f"the engine did not answer for {self.timeout}s during the build") from None
+        except _transport_errors() + (docker.errors.APIError,) as e:
+            # The connection broke or the engine refused: infrastructure,
+            # whatever the build itself would have done.
+            raise EngineError(f"the engine failed during the build: {_short(e)}") from None
         if not image_id:
             raise EngineError("the engine finished the build without reporting an image ID")
         return image_id
@@ -191,6 +193,16 @@ class Engine:
             self.api.prune_images(filters={"dangling": True})
         except Exception:
             pass
+
+
+@functools.cache
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Everything a broken connection to the engine can raise through
+    docker-py: requests' errors, urllib3's (a stream cut mid-read raises
+    ProtocolError directly), and plain socket errors."""
+    import requests.exceptions
+    import urllib3.exceptions
+    return (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, OSError)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

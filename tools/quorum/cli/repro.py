@@ -43,12 +43,45 @@ not be read, 3 nothing differs but some packages are missing.
 """
 
 
+REPRODUCE_EPILOG = """\
+Which packages: the ones named; else with --all every seed and package;
+else with --since REV those whose manifest entry differs from the manifest
+at REV; else those changed since the newest manifest that the transparency
+log (manifests/log.jsonl) shows was signed, or every package when there is
+none.  A dependency whose local artifact does not match the manifest is
+rebuilt (and judged) too.
+
+Variations (reprotest's names): build_path, hostname, domain, timezone,
+locale, umask, cpus, environment, clock, user.  hostname, domain and clock
+vary in every rebuild (the engine names each container anew; the rebuild
+runs later); user is not available yet.
+
+Verdicts: REPRODUCED (same digest), MISMATCH (built, other bytes: both
+artifacts and a file-level diff are kept in out/reproduce/NAME/), FAILED
+(the build, a fetch or the engine failed: never called a mismatch).
+
+Exit status: 0 every package reproduced, 1 some mismatched, 2 some failed.
+"""
+
+
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    # --- reproduce -------------------------------------------------------
-    # The `reproduce` verb (issue #4: rebuild with variations, compare
-    # digests with the manifest) is registered HERE, before `diff`, so that
-    # --help lists the three verbs in the order they are used.
-    # ---------------------------------------------------------------------
+    r = sub.add_parser(
+        "reproduce", parents=[parent], epilog=REPRODUCE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="rebuild packages independently, with variations, and compare with the manifest",
+        description="Rebuild packages with every cache bypassed (no engine layer cache, no artifact from out/) "
+                    "into out/reproduce/, under varied conditions, and compare each digest with "
+                    "manifests/manifest.json.")
+    r.add_argument("packages", nargs="*", metavar="PKG", help="packages to rebuild (default: what changed)")
+    r.add_argument("--all", action="store_true",
+                   help="rebuild every seed and package from nothing (what `make clean reproduce` runs)")
+    r.add_argument("--since", metavar="REV",
+                   help="rebuild the packages whose manifest entries differ from the manifest at git REV")
+    r.add_argument("--vary", metavar="SPEC", default=None,
+                   help="variations in reprotest's syntax, e.g. '+all,-umask' or '-all,+timezone' "
+                        "(default: all that apply)")
+    r.add_argument("-j", "--jobs", type=int, default=1, help="packages rebuilt at once (default 1)")
+    r.add_argument("--no-diffoscope", action="store_true", help="do not run diffoscope on mismatches")
+    r.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
         "diff", parents=[parent], epilog=DIFF_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,6 +121,38 @@ def resolve_artifact(arg: str, tree: Path | None) -> Path:
         return tree / "out" / arg
     raise UnreadableError("not an OCI layout folder (no index.json)"
                           + (f", and the tree has no out/{arg}" if "/" not in arg else ""), file=arg)
+
+
+def cmd_reproduce(args) -> int:
+    from .. import reproduce as repro
+    from ..tree import load_tree
+    from .ui import event_sink, short, table
+    tree = load_tree(args.tree)
+    vary = repro.parse_vary(args.vary)
+    sink = event_sink(args)
+    try:
+        res = repro.reproduce(tree, packages=args.packages or None, all_=args.all, since=args.since, vary=vary,
+                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope)
+    finally:
+        sink.close()
+    if args.json:
+        print(json.dumps(res.to_json(), sort_keys=True))
+        return res.exit_code
+    for v in res.verdicts:
+        if v.verdict == "MISMATCH" and v.diff_text:
+            print(f"=== {v.name}: MISMATCH — what differs (saved in {v.diff_dir}) ===")
+            print(v.diff_text)
+    rows = [[v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", v.reason[:80]]
+            for v in res.verdicts]
+    print(table(rows, ["package", "expected", "rebuilt", "verdict", "seconds", "note"]))
+    print("\nvariations applied: " + ", ".join(sorted(res.applied)))
+    if res.not_applied:
+        print("not applied: " + "; ".join(f"{k} ({v})" for k, v in sorted(res.not_applied.items())))
+    counts = {k: sum(1 for v in res.verdicts if v.verdict == k) for k in ("REPRODUCED", "MISMATCH", "FAILED")}
+    notes = "; ".join(res.notes)
+    print(f"{counts['REPRODUCED']} reproduced, {counts['MISMATCH']} mismatched, {counts['FAILED']} failed "
+          f"in {res.seconds:.1f}s ({notes}); report: {res.out / 'report.json'}")
+    return res.exit_code
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -1,0 +1,291 @@
+"""Independent rebuilds under varied conditions, with honest verdicts.
+
+``reproduce`` runs the same pipeline as ``build`` into a separate store
+(out/reproduce/), with every cache bypassed for the packages it rebuilds and
+the build environment perturbed in reprotest's vocabulary, then compares each
+rebuilt digest with the manifest:
+
+    REPRODUCED  rebuilt digest == manifest digest
+    MISMATCH    the build succeeded and produced other bytes
+    FAILED      the build, its smoke test, a fetch, or the engine failed, or
+                there is nothing to compare with; never reported as MISMATCH
+                (a flaky engine must not look like a poisoned package)
+
+On MISMATCH both artifacts are kept under out/reproduce/<name>/ with a
+file-level diff (diff.txt, diff.json, and diffoscope's reports when it is
+installed).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build as buildlib
+from . import diff as diffmod
+from . import graph as graphmod
+from . import manifest as manifestmod
+from .canon import atomic_write, dumps_pretty
+from .errors import QuorumError
+from .model import Tree
+from .render import Settings
+from .store import Store
+
+REPRODUCED, MISMATCH, FAILED = "REPRODUCED", "MISMATCH", "FAILED"
+
+# name -> (what it varies, how the rebuild applies it)
+VARIATIONS: dict[str, str] = {
+    "build_path": "build folder /build -> /build/quorum-reproduce/deeper/path",
+    "hostname": "every build container gets a fresh random host name from the engine",
+    "domain": "every build container gets a fresh random domain name from the engine",
+    "timezone": "TZ=UTC -> TZ=QRB-13:45 (a POSIX zone with an odd offset)",
+    "locale": "LC_ALL/LANG=C -> fr_CH.UTF-8",
+    "umask": "umask 022 -> 002",
+    "cpus": "all CPUs -> one CPU (cpuset 0), so nproc and make -j change",
+    "environment": "an extra variable QUORUM_REPRODUCE_EXTRA=1 in the build",
+    "clock": "the rebuild runs at a later wall-clock time (SOURCE_DATE_EPOCH stays fixed)",
+    "user": "build as an unprivileged user",
+}
+# Variations that cannot be switched off: the engine's containers always get
+# new names, and no rebuild runs at the same instant as the build.
+INTRINSIC = {"hostname", "domain", "clock"}
+# Not yet available: building as another user needs packages to declare that
+# they support it (their files would otherwise be owned by that user).
+UNAVAILABLE = {"user": "no package in this tree declares support for building as another user"}
+
+
+def parse_vary(spec: str | None) -> set[str]:
+    """reprotest's syntax: "+all,-umask", "-all,+timezone", "umask"…"""
+    chosen = set(VARIATIONS) - set(UNAVAILABLE)
+    if not spec:
+        return chosen
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        sign, name = ("-", part[1:]) if part.startswith("-") else ("+", part.lstrip("+"))
+        names = set(VARIATIONS) if name == "all" else {name}
+        if name != "all" and name not in VARIATIONS:
+            raise QuorumError(f"unknown variation {name!r} (known: all, {', '.join(VARIATIONS)})", field="--vary")
+        if sign == "+":
+            chosen |= names - set(UNAVAILABLE)
+        else:
+            chosen -= names
+    return chosen
+
+
+def settings_for(vary: set[str]) -> tuple[Settings, str | None]:
+    s = Settings()
+    kw = {}
+    if "build_path" in vary:
+        kw["build_dir"] = "/build/quorum-reproduce/deeper/path"
+    if "timezone" in vary:
+        kw["tz"] = "QRB-13:45"
+    if "locale" in vary:
+        kw["locale"] = "fr_CH.UTF-8"
+    if "umask" in vary:
+        kw["umask"] = "002"
+    if "environment" in vary:
+        kw["extra_env"] = (("QUORUM_REPRODUCE_EXTRA", "1"),)
+    cpuset = "0" if "cpus" in vary and (os.cpu_count() or 1) > 1 else None
+    return Settings(**{**s.__dict__, **kw}), cpuset
+
+
+@dataclass
+class Verdict:
+    name: str
+    kind: str
+    verdict: str
+    expected: str | None
+    rebuilt: str | None
+    seconds: float = 0.0
+    reason: str = ""
+    diff_dir: str | None = None
+    diff_text: str | None = None
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d.pop("diff_text")
+        return d
+
+
+@dataclass
+class ReproResult:
+    verdicts: list[Verdict]
+    applied: dict[str, str]           # variation -> how it was applied
+    not_applied: dict[str, str]       # variation -> why not
+    out: Path
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(v.verdict == FAILED for v in self.verdicts):
+            return 2
+        if any(v.verdict == MISMATCH for v in self.verdicts):
+            return 1
+        return 0
+
+    def to_json(self) -> dict:
+        return {"verdicts": [v.to_json() for v in self.verdicts], "applied": self.applied,
+                "not_applied": self.not_applied, "exit_code": self.exit_code, "notes": self.notes,
+                "seconds": round(self.seconds, 3)}
+
+
+def changed_since(tree: Tree, current: manifestmod.Manifest, rev: str) -> set[str]:
+    """Packages whose manifest entries differ from the manifest at git ``rev``."""
+    rel = tree.manifest_path.relative_to(tree.root).as_posix()
+    try:
+        p = subprocess.run(["git", "-C", str(tree.root), "show", f"{rev}:{rel}"], capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise QuorumError("git is not installed; --since needs it") from None
+    if p.returncode != 0:
+        msg = p.stderr.decode(errors="replace").strip().splitlines()
+        if msg and ("does not exist" in msg[-1] or "exists on disk, but not in" in msg[-1]):
+            return set(current.entries)   # no manifest then: everything is new
+        raise QuorumError(f"cannot read {rel} at {rev}: {msg[-1] if msg else 'git failed'}", field="--since")
+    old = manifestmod.parse(p.stdout, f"{rev}:{rel}")
+    return {n for n, e in current.entries.items() if old.entries.get(n) != e}
+
+
+def last_signed_changes(tree: Tree, current: manifestmod.Manifest) -> set[str] | None:
+    """Packages changed since the newest manifest that someone signed: the
+    newest git revision of manifest.json whose sha256 the transparency log
+    records.  None when no signed manifest can be found."""
+    log = tree.root / "manifests" / "log.jsonl"
+    if not log.exists():
+        return None
+    import json
+    signed = set()
+    for line in log.read_text().splitlines():
+        try:
+            signed.add(json.loads(line).get("manifest_sha256"))
+        except (ValueError, AttributeError):
+            continue
+    rel = tree.manifest_path.relative_to(tree.root).as_posix()
+    p = subprocess.run(["git", "-C", str(tree.root), "log", "--format=%H", "--", rel], capture_output=True,
+                       text=True, timeout=60)
+    if p.returncode != 0:
+        return None
+    import hashlib
+    for rev in p.stdout.split():
+        blob = subprocess.run(["git", "-C", str(tree.root), "show", f"{rev}:{rel}"], capture_output=True, timeout=60)
+        if blob.returncode == 0 and hashlib.sha256(blob.stdout).hexdigest() in signed:
+            return changed_since(tree, current, rev)
+    return None
+
+
+def select(tree: Tree, current: manifestmod.Manifest, *, packages: list[str] | None, all_: bool,
+           since: str | None) -> tuple[set[str], str]:
+    """Which nodes to rebuild, and a sentence saying why."""
+    if all_:
+        return set(tree.seeds) | set(tree.packages), "every seed and package (--all)"
+    if packages:
+        return set(packages), "the packages named"
+    if since:
+        return changed_since(tree, current, since), f"packages whose manifest entry changed since {since}"
+    changed = last_signed_changes(tree, current)
+    if changed is None:
+        return set(tree.packages), "every package (no signed manifest found to compare with)"
+    return changed, "packages whose manifest entry changed since the last signed manifest"
+
+
+def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
+              vary: set[str] | None = None, jobs: int = 1, engine=None, out: Path | None = None,
+              emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True) -> ReproResult:
+    import time
+    t0 = time.monotonic()
+    current = manifestmod.load(tree.manifest_path)
+    if current is None:
+        raise QuorumError("no manifest to reproduce: run 'quorum build' first (or get the tree's manifest)",
+                          file=str(tree.manifest_path))
+    vary = parse_vary(None) if vary is None else vary
+    targets, why = select(tree, current, packages=packages, all_=all_, since=since)
+    g = graphmod.build_graph(tree)
+    for t in targets:
+        if t not in g:
+            raise QuorumError(f"no package or seed named {t!r}")
+    out = out or tree.out / "reproduce"
+    main = Store(tree.out)
+    # A dependency is only trusted if the local artifact is the one the
+    # manifest names; otherwise it is rebuilt too (and judged).
+    force = set(targets)
+    for n in graphmod.closure(g, targets) - force:
+        rec = main.record(n)
+        exp = current.entries.get(n)
+        if rec is None or exp is None or rec.digest != exp.digest:
+            force.add(n)
+    settings, cpuset = settings_for(vary)
+    applied = {v: VARIATIONS[v] for v in sorted(vary)}
+    if "cpus" in vary and cpuset is None:
+        applied.pop("cpus")
+    not_applied = {v: UNAVAILABLE.get(v, "switched off with --vary") for v in sorted(set(VARIATIONS) - set(applied))}
+    if "cpus" in vary and cpuset is None:
+        not_applied["cpus"] = "this machine has one CPU"
+    applied.update({v: VARIATIONS[v] for v in INTRINSIC})
+    for v in INTRINSIC:
+        not_applied.pop(v, None)
+    emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
+    if not force:
+        return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
+                           notes=[f"nothing to rebuild: {why} is empty"])
+    rebuild_store = out / ".store"
+    # Never trust an earlier rebuild: a reproduce starts from an empty store.
+    shutil.rmtree(rebuild_store, ignore_errors=True)
+    opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
+                            reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
+                            keep_going=True)
+    b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts, emit=emit)
+    result = b.run()
+    verdicts = []
+    for n in result.order:
+        if n not in force:
+            continue
+        r = result.nodes[n]
+        exp = current.entries.get(n)
+        v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
+                    seconds=round(r.seconds, 3))
+        if r.status != "built":
+            v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
+        elif exp is None:
+            v.reason = "not in the manifest: nothing to compare with"
+        elif r.digest == exp.digest:
+            v.verdict = REPRODUCED
+        else:
+            v.verdict = MISMATCH
+            v.reason = "digests differ"
+            _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
+        if n not in targets and v.verdict != REPRODUCED:
+            v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
+        verdicts.append(v)
+    res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
+                      seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
+    atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+    return res
+
+
+def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path, diffoscope: bool) -> None:
+    """Keep both artifacts under out/reproduce/<name>/ and write the diff."""
+    d = out / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    shutil.copytree(rebuilt.layout(name), d / "rebuilt")
+    rec = main.record(name)
+    if rec is None or rec.digest != v.expected or not main.layout(name).exists():
+        v.reason += "; the original artifact is not in out/ here, so only digests can be compared"
+        v.diff_dir = str(d)
+        return
+    shutil.copytree(main.layout(name), d / "original")
+    result = diffmod.compare(d / "original", d / "rebuilt", labels=("original", "rebuilt"))
+    diffmod.save(result, d)
+    v.diff_text = diffmod.render_text(result, max_files=20)
+    v.diff_dir = str(d)
+    if diffoscope:
+        from . import oci
+        a = oci.read_layout(d / "original")["layer_path"]
+        b = oci.read_layout(d / "rebuilt")["layer_path"]
+        reports = diffmod.run_diffoscope(a, b, d)
+        if reports:
+            v.reason += "; diffoscope: " + ", ".join(str(p) for p in reports)
