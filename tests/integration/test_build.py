@@ -208,3 +208,33 @@ def test_interrupted_build_leaves_nothing_taken_as_done(fixture_tree, engine):
     res, _ = build(fixture_tree, engine, targets=("slow",))
     assert res.nodes["slow"].status == "built"
     assert not list((fixture_tree / "out" / ".tmp").iterdir())
+
+
+def test_gate_passes_on_identical_artifacts_and_stops_everything_downstream_otherwise(fixture_tree, engine):
+    same = "mkdir -p $DESTDIR/cc\n  echo compiler > $DESTDIR/cc/bin\n  chmod -R u=rwX,go=rX $DESTDIR\n"
+    add_package(fixture_tree, "g1", f"name: g1\nversion: '1'\nbuild: |\n  {same}")
+    add_package(fixture_tree, "g2", f"name: g2\nversion: '1'\nbuild: |\n  # another route, same bytes\n  {same}")
+    add_package(fixture_tree, "g3", "name: g3\nversion: '1'\nbuild: |\n  mkdir -p $DESTDIR/cc\n"
+                "  echo poisoned > $DESTDIR/cc/bin\n  chmod -R u=rwX,go=rX $DESTDIR\n")
+    add_package(fixture_tree, "after", "name: after\nversion: '1'\ndeps: [g1]\nbuild: |\n  mkdir -p $DESTDIR/a\n"
+                "  chmod -R u=rwX,go=rX $DESTDIR\n")
+    cfg = fixture_tree / "quorum.yaml"
+    base_cfg = cfg.read_text()
+    cfg.write_text(base_cfg + "gates:\n  ddc:\n    identical: [g1, g2]\n")
+    res, events = build(fixture_tree, engine, jobs=2)
+    assert res.ok and res.gates["ddc"]["result"] == "pass"
+    assert res.nodes["after"].status == "built"
+    m = json.loads((fixture_tree / "manifests/manifest.json").read_text())
+    assert m["checks"]["ddc"]["result"] == "pass"
+    assert set(m["checks"]["ddc"]["digests"]) == {"g1", "g2"}
+
+    cfg.write_text(base_cfg + "gates:\n  ddc:\n    identical: [g1, g3]\n")
+    touch = fixture_tree / "packages" / "after" / "package.yaml"
+    touch.write_text(touch.read_text().replace("mkdir -p $DESTDIR/a", "mkdir -p $DESTDIR/b"))
+    before = (fixture_tree / "manifests/manifest.json").read_bytes()
+    p = run_quorum("build", "--tree", str(fixture_tree))
+    assert p.returncode == 1
+    assert "gate ddc: FAIL" in p.stderr and "cc/bin" in p.stderr
+    assert (fixture_tree / "manifests/manifest.json").read_bytes() == before   # nothing written
+    res2, _ = build(fixture_tree, engine)
+    assert res2.nodes["after"].status == "skipped" and "gate ddc" in res2.nodes["after"].error

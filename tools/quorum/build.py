@@ -63,6 +63,7 @@ class NodeResult:
     status: str = "queued"                 # queued | cached | built | failed | skipped
     digest: str | None = None
     config_digest: str | None = None
+    layer_digest: str | None = None
     input_hash: str | None = None
     size: int = 0
     seconds: float = 0.0
@@ -82,10 +83,12 @@ class Result:
     manifest_path: Path | None = None
     manifest_changed: bool | None = None
     seconds: float = 0.0
+    gates: dict[str, dict] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(n.status in ("cached", "built") for n in self.nodes.values())
+        return (all(n.status in ("cached", "built") for n in self.nodes.values())
+                and all(g["result"] == "pass" for g in self.gates.values()))
 
     def failed(self) -> list[NodeResult]:
         return [self.nodes[n] for n in self.order if self.nodes[n].status == "failed"]
@@ -112,6 +115,7 @@ class Builder:
         # Which store holds each node's artifact (for loading it into the
         # engine): ours, or the one reused from.
         self._store_of: dict[str, Store] = {}
+        self.gates: dict[str, dict] = {}
 
     def emit(self, event: dict) -> None:
         with self._emit_lock:
@@ -135,19 +139,40 @@ class Builder:
         running: dict[Future, str] = {}
         stop = False
 
+        gate_of = {m: (gname, members) for gname, members in self.tree.config.gates for m in members}
+
         def finished(n: str) -> None:
+            if n in gate_of and sum(1 for m in gate_of[n][1] if m in need) >= 2:
+                # A gate member releases nothing on its own: its dependents
+                # wait until every member is done and the artifacts agree.
+                gname, members = gate_of[n]
+                if not all(self.results.get(m) and self.results[m].status in ("built", "cached")
+                           for m in members if m in need):
+                    return
+                if not self._check_gate(gname, [m for m in members if m in need]):
+                    for m in members:
+                        if m in need:
+                            fail_descendants(m, because=f"gate {gname}")
+                    return
+                for m in members:
+                    if m in need and m != n:
+                        release(m)
+            release(n)
+
+        def release(n: str) -> None:
             for d in sorted((d for d in g.successors(n) if d in index), key=index.__getitem__):
                 if d in waiting:
                     waiting[d] -= 1
                     if waiting[d] == 0:
                         ready.append(d)
 
-        def fail_descendants(n: str) -> None:
+        def fail_descendants(n: str, because: str | None = None) -> None:
+            because = because or n
             for d in sorted(graphmod.dependents(g, [n]) & need, key=index.__getitem__):
                 r = self.results[d]
                 if r.status == "queued":
-                    r.status, r.error = "skipped", f"{n} failed"
-                    self.emit({"event": "skipped", "name": d, "because": n})
+                    r.status, r.error = "skipped", f"{because} failed"
+                    self.emit({"event": "skipped", "name": d, "because": because})
 
         with self.store.lock():
             self.store.clean_tmp()
@@ -206,8 +231,8 @@ class Builder:
                         self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
                         self.emit({"event": "skipped", "name": n, "because": "stop"})
 
-            result = Result(nodes=self.results, order=order)
-            if result.ok:
+            result = Result(nodes=self.results, order=order, gates=self.gates)
+            if result.ok and all(g["result"] == "pass" for g in self.gates.values()):
                 self._write_archives()
                 if not self.opt.targets and self.opt.write_manifest:
                     self._write_manifest(result)
@@ -215,6 +240,38 @@ class Builder:
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
                    "manifest_changed": result.manifest_changed})
         return result
+
+    def _check_gate(self, gname: str, members: list[str]) -> bool:
+        """Compare the gate's artifacts; record the verdict for the manifest.
+        What must be identical is the layer, i.e. the files: the artifacts'
+        manifest digests differ anyway, since each names its package."""
+        digests = {m: self.results[m].layer_digest for m in members}
+        ok = len(set(digests.values())) == 1
+        check = {"kind": "identical", "members": sorted(members), "result": "pass" if ok else "fail",
+                 "digests": dict(sorted(digests.items()))}
+        if not ok:
+            check["differences"] = self._gate_differences(members)
+        self.gates[gname] = check
+        self.emit({"event": "gate", "name": gname, **check})
+        return ok
+
+    def _gate_differences(self, members: list[str]) -> list[str]:
+        """The first differing files between the first member and each other
+        one, for the report (the full diff is one `quorum diff` away)."""
+        from . import diff as diffmod
+        out = []
+        a = members[0]
+        for b in members[1:]:
+            try:
+                res = diffmod.compare(self._store_of.get(a, self.store).layout(a),
+                                      self._store_of.get(b, self.store).layout(b), labels=(a, b))
+            except QuorumError as e:
+                out.append(f"{a} vs {b}: could not compare ({e})")
+                continue
+            paths = [c.path for c in res.changed][:10] + [f"+{e.path}" for e in res.added][:5] \
+                + [f"-{e.path}" for e in res.removed][:5]
+            out.append(f"{a} vs {b}: " + (", ".join(paths) if paths else "image config differs"))
+        return out
 
     def _record_failure(self, n: str, e: QuorumError, kind: str) -> None:
         r = self.results[n]
@@ -260,6 +317,7 @@ class Builder:
                 rec = store.lookup(n, r.input_hash) if store is not None else None
                 if rec is not None:
                     r.status, r.digest, r.config_digest, r.size = "cached", rec.digest, rec.config_digest, rec.size
+                    r.layer_digest = rec.layer_digest
                     self._store_of[n] = store
                     self.emit({"event": "cached", "name": n, "digest": rec.digest})
                     return None
@@ -390,6 +448,7 @@ class Builder:
                      layer_digest=img.layer.digest, input_hash=r.input_hash, size=img.size)
         self.store.publish(layout, rec)
         r.status, r.digest, r.config_digest, r.size = "built", img.digest, img.config_digest, img.size
+        r.layer_digest = img.layer.digest
         r.seconds = time.monotonic() - t0
         try:
             self._tag(name, r)
@@ -417,7 +476,7 @@ class Builder:
                                      size=r.size) for n, r in self.results.items()}
         path = self.tree.manifest_path
         prev = manifest.load(path)
-        new = manifest.updated(prev, self.tree.config.name, entries, checks=prev.checks if prev else None)
+        new = manifest.updated(prev, self.tree.config.name, entries, checks=dict(sorted(self.gates.items())))
         result.manifest_path = path
         result.manifest_changed = manifest.write(path, new)
 

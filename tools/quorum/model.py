@@ -36,6 +36,10 @@ class TreeConfig:
     source_date_epoch: int         # the clamp for every mtime, and $SOURCE_DATE_EPOCH
     default_seed: str | None
     path: Path                     # the tree's root folder
+    # Gates: name -> nodes whose artifacts must be bit-identical before
+    # anything built on them may be built (the diverse double-compiling
+    # check of the bootstrap is one).
+    gates: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -175,9 +175,19 @@ def load_config(root: Path) -> TreeConfig:
     defaults = _Fields(f.get("defaults", dict, default={}), path, "defaults")
     seed = defaults.string("seed", NAME_RE, what="a seed name")
     defaults.finish()
+    gates = []
+    for gname, gdef in sorted(f.get("gates", dict, default={}, what="a mapping of gate name: {identical: [...]}").items()):
+        if not isinstance(gname, str) or not NAME_RE.match(gname):
+            raise f.err(f"gates.{gname}", "expected a gate name")
+        g = _Fields(gdef, path, f"gates.{gname}")
+        members = g.str_list("identical", NAME_RE, "a package name")
+        if len(set(members)) < 2:
+            raise g.err("identical", "a gate compares at least two different packages")
+        g.finish()
+        gates.append((gname, tuple(members)))
     f.finish()
     return TreeConfig(name=name, namespace=namespace, source_date_epoch=sde,
-                      default_seed=seed, path=root)
+                      default_seed=seed, path=root, gates=tuple(gates))
 
 
 # --- seeds -----------------------------------------------------------------
@@ -367,4 +377,9 @@ def load_tree(root: str | os.PathLike) -> Tree:
                 raise DefinitionError(f"{pkg.name!r} is already the name of a seed", file=pkg.definition_file,
                                       field="name")
             packages[pkg.name] = pkg
+    for gname, members in config.gates:
+        for i, m in enumerate(members):
+            if m not in packages:
+                raise DefinitionError(f"gate member {m!r} is not a package of this tree",
+                                      file=config.path / CONFIG_FILE, field=f"gates.{gname}.identical[{i}]")
     return Tree(config=config, seeds=seeds, packages=packages)

@@ -66,6 +66,8 @@ def register(sub, parent) -> None:
 def _exit_code(result: buildlib.Result) -> int:
     if result.ok:
         return 0
+    if not result.failed():
+        return 1   # a gate failed
     return 2 if any(n.failure in ("engine", "internal") for n in result.failed()) else 1
 
 
@@ -98,6 +100,15 @@ def cmd_build(args) -> int:
                 print(f"  | {line}", file=sys.stderr)
         if r.log_path:
             print(f"  full log: {r.log_path}", file=sys.stderr)
+    for gname, gate in sorted(result.gates.items()):
+        members = ", ".join(f"{m} {short(d)}" for m, d in gate["digests"].items())
+        if gate["result"] == "pass":
+            print(f"gate {gname}: pass — identical: {members}")
+        else:
+            print(f"\ngate {gname}: FAIL — these must be bit-identical and are not: {members}", file=sys.stderr)
+            for line in gate.get("differences", []):
+                print(f"  differing files: {line}", file=sys.stderr)
+            print("  nothing built on them was built; see `quorum diff` for the full comparison", file=sys.stderr)
     built = sum(1 for r in result.nodes.values() if r.status == "built")
     cached = sum(1 for r in result.nodes.values() if r.status == "cached")
     summary = f"{built} built, {cached} cached, {len(result.failed())} failed in {result.seconds:.1f}s"

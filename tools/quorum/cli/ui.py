@@ -63,6 +63,8 @@ class PlainEvents:
                     else f"skipped {n} (stopped after a failure)")
         elif e == "fetch":
             self._p(f"fetch   {ev.get('file')} from {ev.get('origin')}")
+        elif e == "gate":
+            self._p(f"gate    {n}: {ev.get('result')} ({', '.join(ev.get('members', []))})")
         elif e == "archive":
             self._p(f"archive {ev.get('path')}")
         elif e == "log" and self.verbose:
