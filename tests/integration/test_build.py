@@ -188,8 +188,11 @@ def test_build_has_no_network(fixture_tree, engine):
     assert ifaces == ["lo"]
 
 
-def test_interrupted_build_leaves_nothing_taken_as_done(fixture_tree, engine):
-    add_package(fixture_tree, "slow", "name: slow\nversion: '1'\nbuild: |\n  sleep 6\n  mkdir -p $DESTDIR/s\n")
+def test_interrupted_build_leaves_nothing_taken_as_done(fixture_tree, engine, tmp_path):
+    # The path makes the script unique, so the engine's layer cache cannot
+    # finish the build before the kill.
+    add_package(fixture_tree, "slow", f"name: slow\nversion: '1'\nbuild: |\n  # {tmp_path}\n  sleep 8\n"
+                "  mkdir -p $DESTDIR/s\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
     proc = subprocess.Popen([sys.executable, "-m", "quorum", "build", "--tree", str(fixture_tree), "--json", "slow"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
@@ -200,6 +203,7 @@ def test_interrupted_build_leaves_nothing_taken_as_done(fixture_tree, engine):
             break
         assert time.monotonic() < deadline
     time.sleep(1.5)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     store = Store(fixture_tree / "out")
