@@ -209,16 +209,31 @@ class PrivateApt:
         return sorted(set(found))
 
     def show(self, name: str, version: str, arch: str) -> dict[str, str]:
-        out = self.run(["apt-cache", "show", f"{name}:{arch}={version}"], what=f"apt-cache show {name}={version}")
+        return self.show_many([(name, version, arch)])[(name, version, arch)]
+
+    def show_many(self, pkgs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, str]]:
+        """Index records of many packages in one apt-cache call (each call
+        loads the whole package cache, about half a second)."""
+        if not pkgs:
+            return {}
+        out = self.run(["apt-cache", "show", *[f"{n}:{a}={v}" for n, v, a in pkgs]],
+                       what=f"apt-cache show ({len(pkgs)} packages)")
+        found: dict[tuple[str, str, str], dict[str, str]] = {}
         for para in out.split("\n\n"):
             rec = {}
             for line in para.splitlines():
                 if line and line[0] not in " \t" and ":" in line:
                     k, _, v = line.partition(":")
                     rec[k] = v.strip()
-            if rec.get("Package") == name and rec.get("Version") == version:
-                return rec
-        raise FetchError(f"the archive has no {name} {version} ({arch})")
+            key = (rec.get("Package"), rec.get("Version"), rec.get("Architecture"))
+            if key[0] and key not in found:
+                found[key] = rec
+        for n, v, a in pkgs:
+            if (n, v, a) not in found and (n, v, "all") in found:
+                found[(n, v, a)] = found[(n, v, "all")]
+            if (n, v, a) not in found:
+                raise FetchError(f"the archive has no {n} {v} ({a})")
+        return found
 
     def download_deb(self, name: str, version: str, arch: str, dest: Path) -> Path:
         self.update()
@@ -229,6 +244,15 @@ class PrivateApt:
         if len(debs) != 1:
             raise FetchError(f"apt-get download {name}={version} gave {len(debs)} files")
         return debs[0]
+
+    def download_debs(self, pkgs: list[tuple[str, str, str]], dest: Path) -> list[Path]:
+        """Many .debs in one apt-get call (apt fetches them in parallel and
+        loads its cache once)."""
+        self.update()
+        dest.mkdir(parents=True, exist_ok=True)
+        self.run(["apt-get", "download", "-q", *[f"{n}:{a}={v}" for n, v, a in pkgs]], cwd=dest,
+                 what=f"apt-get download ({len(pkgs)} packages)")
+        return sorted(dest.glob("*.deb"))
 
     def download_source(self, package: str, version: str | None, dest: Path) -> list[Path]:
         self.update()

@@ -126,6 +126,11 @@ class Builder:
         t0 = time.monotonic()
         g = self.graph
         need = graphmod.closure(g, self.opt.targets) if self.opt.targets else set(g.nodes)
+        # Building anything on a gate member means building the whole gate:
+        # otherwise `quorum build <something downstream>` would bypass it.
+        for _, members in self.tree.config.gates:
+            if need & set(members):
+                need |= graphmod.closure(g, members)
         order = [n for n in graphmod.order(g) if n in need]
         index = {n: i for i, n in enumerate(order)}
         for n in order:
@@ -406,7 +411,7 @@ class Builder:
                 r.config_digest = img.config_digest
                 self._load_staged(pkg.name, st / "layout", img)
                 if rendered.test_sh is not None:
-                    self._smoke_test(pkg, rendered, img, seed_ref, deps, st, log, log_final, bopts)
+                    self._smoke_test(pkg, rendered, img, seed_ref, deps, sources, st, log, log_final, bopts)
             finally:
                 log.close(log_final)
             self._publish(pkg.name, st / "layout", img, r, t0)
@@ -426,13 +431,13 @@ class Builder:
                     raise EngineError(f"the engine did not take {name}'s image as {img.config_digest}")
             self._loaded.add(img.config_digest)
 
-    def _smoke_test(self, pkg, rendered, img, seed_ref, deps, st, log, log_final, bopts) -> None:
+    def _smoke_test(self, pkg, rendered, img, seed_ref, deps, sources, st, log, log_final, bopts) -> None:
         log.line("quorum: smoke test")
         cf = render.render_test(pkg, artifact_image=img.config_digest, seed_image=seed_ref.image if seed_ref else None,
-                                deps=deps)
+                                deps=deps, settings=self.opt.settings)
         ctx = st / "test-context.tar"
         with open(ctx, "wb") as f:
-            render.write_test_context(f, cf, rendered.test_sh, self.tree.config.source_date_epoch)
+            render.write_context(f, pkg, rendered, sources, self.tree.config.source_date_epoch, test_containerfile=cf)
         try:
             with open(ctx, "rb") as f:
                 # Never cached: a test that passed once must run again.

@@ -146,6 +146,29 @@ class SourceCache:
         raise FetchError(f"none of {names} has sha256 {src.sha256[:16]}…")
 
     # --- Debian binary packages (seeds) -------------------------------------
+    def fetch_debs(self, debs: list, *, emit: Emit = lambda e: None, where: str = "") -> list[Path]:
+        """Every deb of ``debs`` (SeedDeb-like: name, version, arch, sha256)
+        in the cache; the missing ones fetched in one apt call and each
+        admitted only if its sha256 is the pinned one."""
+        missing = [d for d in debs if not self.has(d.sha256)]
+        if missing:
+            emit({"event": "fetch", "file": f"{len(missing)} .debs", "origin": "debian", "package": where})
+            tmp = self._tmpdir()
+            try:
+                try:
+                    got = self.apt.download_debs([(d.name, d.version, d.arch) for d in missing], tmp)
+                except FetchError:
+                    got = []   # fall back to one at a time, which names the culprit
+                by_sha = {}
+                for p in got:
+                    by_sha[_sha256(p)] = p
+                for d in missing:
+                    if d.sha256 in by_sha:
+                        self.admit(by_sha[d.sha256], d.sha256)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return [self.fetch_deb(d.name, d.version, d.arch, d.sha256, emit=emit, where=where) for d in debs]
+
     def fetch_deb(self, name: str, version: str, arch: str, sha256: str, *, emit: Emit = lambda e: None,
                   where: str = "") -> Path:
         if self.has(sha256):

@@ -91,7 +91,8 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
                                                     script=script.rstrip("\n"))
     test_sh = None
     if pkg.test:
-        test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"))
+        test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"),
+                                                      build_dir=settings.build_dir)
     variables = dict(name=pkg.name, version=pkg.version, seed=seed_image or "", deps=deps, epoch=epoch,
                      build_dir=settings.build_dir, env=env,
                      sources=[{"file": s.file, "sha256": s.sha256} for s in pkg.sources])
@@ -108,9 +109,11 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
     return Rendered(containerfile=containerfile, build_sh=build_sh, test_sh=test_sh, env=env)
 
 
-def render_test(pkg: Package, *, artifact_image: str, seed_image: str | None, deps: list[DepRef]) -> str:
+def render_test(pkg: Package, *, artifact_image: str, seed_image: str | None, deps: list[DepRef],
+                settings: Settings = Settings()) -> str:
     return jinja().get_template("test.Containerfile.j2").render(
-        name=pkg.name, version=pkg.version, artifact=artifact_image, seed=seed_image or "", deps=deps)
+        name=pkg.name, version=pkg.version, artifact=artifact_image, seed=seed_image or "", deps=deps,
+        build_dir=settings.build_dir)
 
 
 # --- build contexts ---------------------------------------------------------
@@ -175,9 +178,12 @@ class _HashingReader:
         return self.h.hexdigest()
 
 
-def write_context(dst: BinaryIO, pkg: Package, rendered: Rendered, source_paths: dict[str, Path], epoch: int) -> None:
+def write_context(dst: BinaryIO, pkg: Package, rendered: Rendered, source_paths: dict[str, Path], epoch: int,
+                  test_containerfile: str | None = None) -> None:
     """The build context: sources, the package's files, and quorum's
-    generated files under .quorum/."""
+    generated files under .quorum/.  The smoke test's context is the same
+    plus its own Containerfile, so a test can use the sources (e.g. to check
+    a compiler rebuilds itself to the same bytes)."""
     w = _ContextWriter(dst, epoch)
     entries: list[tuple[str, object]] = []
     for s in pkg.sources:
@@ -188,6 +194,8 @@ def write_context(dst: BinaryIO, pkg: Package, rendered: Rendered, source_paths:
     entries.append((".quorum/build.sh", ("bytes", rendered.build_sh.encode())))
     if rendered.test_sh is not None:
         entries.append((".quorum/test.sh", ("bytes", rendered.test_sh.encode())))
+    if test_containerfile is not None:
+        entries.append((TEST_CONTAINERFILE_PATH, ("bytes", test_containerfile.encode())))
     for name, spec in sorted(entries):
         if spec[0] == "bytes":
             w.add_bytes(name, spec[1])
@@ -198,13 +206,6 @@ def write_context(dst: BinaryIO, pkg: Package, rendered: Rendered, source_paths:
             # between two clones.
             mode = 0o755 if os.access(path, os.X_OK) and spec[0] == "file" else 0o644
             w.add_file(name, path, mode, expect_sha256=sha)
-    w.close()
-
-
-def write_test_context(dst: BinaryIO, containerfile: str, test_sh: str, epoch: int) -> None:
-    w = _ContextWriter(dst, epoch)
-    w.add_bytes(TEST_CONTAINERFILE_PATH, containerfile.encode())
-    w.add_bytes(".quorum/test.sh", test_sh.encode())
     w.close()
 
 

@@ -34,8 +34,10 @@ def lock(seed: Seed, cache: SourceCache) -> list[SeedDeb]:
                               file=seed.definition_file, field="request")
     apt = cache.apt
     debs = []
-    for name, version, arch in apt.resolve(list(seed.request), seed.arch):
-        rec = apt.show(name, version, arch)
+    closure = apt.resolve(list(seed.request), seed.arch)
+    records = apt.show_many(closure)
+    for name, version, arch in closure:
+        rec = records[(name, version, arch)]
         debs.append(SeedDeb(name=name, version=version, arch=arch, sha256=rec["SHA256"],
                             size=int(rec.get("Size", 0)) or None, filename=rec.get("Filename")))
     return sorted(debs, key=lambda d: (d.name, d.arch))
@@ -65,7 +67,7 @@ def fetch_debs(seed: Seed, cache: SourceCache, emit: Callable[[dict], None] = la
     if not seed.locked:
         raise DefinitionError(f"seed {seed.name!r} is not locked: run 'quorum seed lock {seed.name}'",
                               file=seed.definition_file, field="packages")
-    return [cache.fetch_deb(d.name, d.version, d.arch, d.sha256, emit=emit, where=seed.name) for d in seed.debs]
+    return cache.fetch_debs(list(seed.debs), emit=emit, where=seed.name)
 
 
 def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
@@ -119,6 +121,8 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
                 owners[name] = ("quorum", "dir")
         for path, target in seed.symlinks:
             name = oci._clean_name(path)
+            if name in owners and owners[name][1] == "sym:" + target:
+                continue   # a package already ships exactly this link
             if name in owners:
                 raise DefinitionError(f"{path} already exists in the seed ({owners[name][0]})",
                                       file=seed.definition_file, field=f"symlinks.{path}")
