@@ -242,3 +242,18 @@ def test_gate_passes_on_identical_artifacts_and_stops_everything_downstream_othe
     assert (fixture_tree / "manifests/manifest.json").read_bytes() == before   # nothing written
     res2, _ = build(fixture_tree, engine)
     assert res2.nodes["after"].status == "skipped" and "gate ddc" in res2.nodes["after"].error
+
+
+def test_audit_finds_a_seed_file_shipped_in_a_package(fixture_tree, engine):
+    add_package(fixture_tree, "smuggler", "name: smuggler\nversion: '1'\nbuild: |\n  mkdir -p $DESTDIR/bin\n"
+                "  cp /bin/busybox $DESTDIR/bin/not-busybox\n  chmod -R u=rwX,go=rX $DESTDIR\n")
+    res, _ = build(fixture_tree, engine, jobs=2)
+    assert res.ok, res.failed()
+    p = run_quorum("audit", "--tree", str(fixture_tree), "--json")
+    assert p.returncode == 1
+    doc = json.loads(p.stdout)
+    assert [(f["package"], f["path"], f["check"]) for f in doc["findings"]] == \
+        [("smuggler", "bin/not-busybox", "seed-file")]
+    assert doc["elf_files"] >= 1      # busybox is a static ELF: no dynamic-elf finding
+    p = run_quorum("audit", "--tree", str(fixture_tree), "base", "top")
+    assert p.returncode == 0 and "clean" in p.stdout

@@ -1,0 +1,138 @@
+"""Checks on artifacts that say what a build may not ship.
+
+* Seed-free outputs: no file of an artifact built from packages/ may be
+  byte-identical to a file of any seed.  The seeds are trusted to *build*,
+  never to be *shipped*: an identical file means a seed binary (or a file
+  copied out of one) leaked into the distribution unrebuilt.
+* Static ELF: every ELF file in those artifacts has no program interpreter
+  (PT_INTERP) and no dynamic section (PT_DYNAMIC), so nothing at run time
+  resolves into a library outside the artifact.
+
+Nothing is extracted: layers are read as tar streams.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import oci
+from .model import Tree
+from .store import Store
+
+PT_DYNAMIC, PT_INTERP = 2, 3
+
+
+@dataclass
+class Finding:
+    package: str
+    path: str
+    check: str          # "seed-file" | "dynamic-elf"
+    detail: str
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AuditResult:
+    checked: list[str]
+    findings: list[Finding] = field(default_factory=list)
+    files: int = 0
+    elf_files: int = 0
+    seed_files: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and not self.missing
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "checked": self.checked, "files": self.files, "elf_files": self.elf_files,
+                "seed_files": self.seed_files, "missing": self.missing,
+                "findings": [f.to_json() for f in self.findings]}
+
+
+def elf_dynamic_parts(head: bytes, read_at) -> list[str]:
+    """Names of the dynamic-linking program headers of an ELF file (empty
+    for a static one).  ``read_at(offset, n)`` reads the file."""
+    if head[:4] != b"\x7fELF" or len(head) < 64:
+        return []
+    cls, data = head[4], head[5]
+    end = "<" if data == 1 else ">"
+    if cls == 2:
+        phoff, = struct.unpack_from(end + "Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 0x36)
+    elif cls == 1:
+        phoff, = struct.unpack_from(end + "I", head, 0x1C)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 0x2A)
+    else:
+        return ["unknown ELF class"]
+    found = []
+    table = read_at(phoff, phentsize * phnum)
+    for i in range(phnum):
+        if (i + 1) * phentsize > len(table):
+            found.append("truncated program headers")
+            break
+        p_type, = struct.unpack_from(end + "I", table, i * phentsize)
+        if p_type == PT_INTERP:
+            found.append("PT_INTERP (needs a program interpreter)")
+        elif p_type == PT_DYNAMIC:
+            found.append("PT_DYNAMIC (has a dynamic section)")
+    return found
+
+
+def _layer(store: Store, name: str) -> Path:
+    return oci.read_layout(store.layout(name))["layer_path"]
+
+
+def seed_hashes(store: Store, seeds: list[str]) -> dict[str, tuple[str, str]]:
+    """sha256 -> (seed, path) of every non-empty regular file of the seeds."""
+    out: dict[str, tuple[str, str]] = {}
+    for s in seeds:
+        with tarfile.open(_layer(store, s), "r:") as tf:
+            for m in tf:
+                if m.isreg() and m.size > 0:
+                    h = hashlib.sha256()
+                    f = tf.extractfile(m)
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                    out.setdefault(h.hexdigest(), (s, m.name))
+    return out
+
+
+def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None = None) -> AuditResult:
+    """Audit the artifacts of packages/ (kind "package"; bootstrap stages are
+    built in and from the seeds by design and are not checked)."""
+    store = store or Store(tree.out)
+    names = packages or sorted(n for n, p in tree.packages.items() if p.kind == "package")
+    result = AuditResult(checked=names)
+    present = [s for s in sorted(tree.seeds) if store.record(s)]
+    result.missing += [f"seed {s} (not built: cannot compare)" for s in sorted(tree.seeds) if s not in present]
+    hashes = seed_hashes(store, present)
+    result.seed_files = len(hashes)
+    for n in names:
+        if store.record(n) is None:
+            result.missing.append(f"{n} (not built)")
+            continue
+        with tarfile.open(_layer(store, n), "r:") as tf:
+            for m in tf:
+                if not m.isreg():
+                    continue
+                result.files += 1
+                f = tf.extractfile(m)
+                head = f.read(64)
+                h = hashlib.sha256(head)
+                rest = f.read()
+                h.update(rest)
+                data = head + rest
+                if m.size > 0 and h.hexdigest() in hashes:
+                    s, p = hashes[h.hexdigest()]
+                    result.findings.append(Finding(n, m.name, "seed-file", f"identical to /{p} of seed {s}"))
+                if head[:4] == b"\x7fELF":
+                    result.elf_files += 1
+                    for what in elf_dynamic_parts(head, lambda off, k: data[off:off + k]):
+                        result.findings.append(Finding(n, m.name, "dynamic-elf", what))
+    return result

@@ -1,0 +1,36 @@
+"""The audit verb: what the distribution's artifacts may not contain."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..audit import audit
+from ..tree import load_tree
+from .ui import table
+
+
+def register(sub, parent) -> None:
+    p = sub.add_parser(
+        "audit", parents=[parent], help="check artifacts: no seed files, only static ELF",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check the built artifacts of packages/ (not the bootstrap stages): no regular file may be "
+                    "byte-identical to a file of any seed (seeds build the distribution, they are never "
+                    "shipped in it), and every ELF file must be statically linked (no PT_INTERP, no PT_DYNAMIC).",
+        epilog="exit status: 0 clean, 1 findings, or an artifact or seed that is not built")
+    p.add_argument("packages", nargs="*", metavar="NAME", help="packages to audit (default: all of packages/)")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args) -> int:
+    res = audit(load_tree(args.tree), packages=args.packages or None)
+    if args.json:
+        print(json.dumps(res.to_json(), sort_keys=True))
+        return 0 if res.ok else 1
+    if res.findings:
+        print(table([[f.package, f.path, f.check, f.detail] for f in res.findings],
+                    ["package", "file", "check", "detail"]))
+    for m in res.missing:
+        print(f"not audited: {m}")
+    print(f"{len(res.checked)} packages, {res.files} files ({res.elf_files} ELF) checked against "
+          f"{res.seed_files} seed files: " + ("clean" if res.ok else f"{len(res.findings)} findings"))
+    return 0 if res.ok else 1
