@@ -257,3 +257,9 @@ def test_audit_finds_a_seed_file_shipped_in_a_package(fixture_tree, engine):
     assert doc["elf_files"] >= 1      # busybox is a static ELF: no dynamic-elf finding
     p = run_quorum("audit", "--tree", str(fixture_tree), "base", "top")
     assert p.returncode == 0 and "clean" in p.stdout
+    # An allowance never covers a binary: declaring the copied busybox as
+    # "same as seed" still fails the audit.
+    yml = fixture_tree / "packages" / "smuggler" / "package.yaml"
+    yml.write_text(yml.read_text() + "audit:\n  same-as-seed:\n    bin/not-busybox: 'it is only a copy, honestly'\n")
+    p = run_quorum("audit", "--tree", str(fixture_tree), "smuggler", "--json")
+    assert p.returncode == 1 and json.loads(p.stdout)["findings"][0]["path"] == "bin/not-busybox"

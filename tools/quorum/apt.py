@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,10 @@ class PrivateApt:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._updated = False
+        # One apt at a time on this private state: parallel builds of two
+        # seeds would otherwise update the same lists concurrently (we turn
+        # apt's own locking off, since the folders are ours).
+        self._lock = threading.RLock()
 
     @property
     def status(self) -> Path:
@@ -169,6 +174,10 @@ class PrivateApt:
             stamp.unlink(missing_ok=True)
 
     def update(self, force: bool = False) -> None:
+        with self._lock:
+            self._update(force)
+
+    def _update(self, force: bool) -> None:
         if self._updated and not force:
             return
         self.setup()
@@ -180,6 +189,10 @@ class PrivateApt:
         self._updated = True
 
     def run(self, argv: list[str], *, cwd: Path | None = None, what: str = "apt") -> str:
+        with self._lock:
+            return self._run(argv, cwd=cwd, what=what)
+
+    def _run(self, argv: list[str], *, cwd: Path | None, what: str) -> str:
         cmd = [argv[0], *self._options(), *argv[1:]]
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
         try:

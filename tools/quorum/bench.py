@@ -75,7 +75,7 @@ class Sizes:
     p2_packages: int = 500
     p2_runs: int = 5
     p3_packages: int = 8
-    p3_burn_seconds: float = 3.0  # CPU each P3 package burns (calibrated to a dd|sha256sum size)
+    p3_burn_seconds: float = 3.0  # CPU each P3 package burns (calibrated awk loop)
     p3_rounds: int = 2            # -j1 / -jN pairs
     p6_nodes: int = 10_000
     p6_runs: int = 3
@@ -403,17 +403,19 @@ class Bench:
         classic builder every stage leaves an untagged image whose parent
         chain starts at the seed.  The seed is this run's own, so its
         descendants are too."""
-        if not self.seed_images or self._client is None:
+        if not self.seed_images:
             return 0
         api = self.client.api
         children: dict[str, list[str]] = {}
         for img in api.images(all=True):
             children.setdefault(img.get("ParentId") or "", []).append(img["Id"])
-        mine: list[str] = []
+        mine: list[str] = []                # each image after its parent
+        seen: set[str] = set()
         stack = list(self.seed_images)
         while stack:
             for c in children.get(stack.pop(), []):
-                if c not in mine:
+                if c not in seen:
+                    seen.add(c)
                     mine.append(c)
                     stack.append(c)
         removed = 0
@@ -426,15 +428,17 @@ class Bench:
         return removed
 
     def cleanup_engine(self) -> None:
-        if self._client is None:
+        if self._client is None and not self.seed_images:
             return
-        self.remove_build_leftovers()
+        removed = self.remove_build_leftovers()
         api = self.client.api
         for img in sorted(self.images) + sorted(self.seed_images):
             try:
                 api.remove_image(img, force=True, noprune=False)
+                removed += 1
             except Exception:
                 pass
+        self.progress(f"removed {removed} images")
         left = [img for img in self.seed_images if _exists(api, img)]
         if left:
             self.progress(f"could not remove this run's seed image {', '.join(left)} (something still uses it)")
@@ -849,7 +853,7 @@ def run(only: list[str] | tuple[str, ...] = FIGURES, sizes: Sizes = Sizes(), *,
             progress(f"{key}: done in {fig.seconds:.1f} s")
             figures.append(fig)
     finally:
-        if bench._client is not None:
+        if bench._client is not None or bench.seed_images:
             progress("removing the images this run made")
             try:
                 v = bench.client.version()

@@ -136,7 +136,15 @@ class SourceCache:
 
     def _from_debian(self, src: Source, tmp: Path) -> Path | None:
         d = src.debian
-        files = self.apt.download_source(d.package, d.version, tmp / "src")
+        try:
+            files = self.apt.download_source(d.package, d.version, tmp / "src")
+        except FetchError:
+            if d.version is None:
+                raise
+            # The archive drops superseded revisions; the orig tarball of the
+            # same upstream version usually lives on in the current one, and
+            # the hash decides whether it is the same file.
+            files = self.apt.download_source(d.package, None, tmp / "src2")
         # The orig tarball may be named differently from upstream's; the hash
         # decides which file is the one.
         for f in files:

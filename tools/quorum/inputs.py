@@ -24,10 +24,11 @@ def package_input_hash(pkg: Package, rendered: Rendered, *, seed_digest: str | N
         "version": pkg.version,
         # The definition as parsed (sorted keys), so that re-indenting the
         # YAML or reordering its keys does not rebuild, while any value does.
-        # Left out: the description, and the sources' URLs and origins (a new
+        # Left out: the description, the audit allowances (they judge the
+        # output, they do not shape it), and the sources' URLs and origins (a new
         # mirror changes where bytes come from, never which bytes: those are
         # the sha256s below).
-        "definition": _plain({k: v for k, v in pkg.raw.items() if k not in ("description", "sources")}),
+        "definition": _plain({k: v for k, v in pkg.raw.items() if k not in ("description", "sources", "audit")}),
         "containerfile": rendered.containerfile,
         "build_sh": rendered.build_sh,
         "test_sh": rendered.test_sh,

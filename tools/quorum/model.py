@@ -74,6 +74,10 @@ class Package:
     containerfile: Path | None = None        # the package's own template
     test: str | None = None                  # smoke test, run in the built image
     files: tuple[str, ...] = ()              # other files beside the definition, relative, sorted
+    # Files allowed to be byte-identical to a seed file, with the reason
+    # (e.g. a shell script generated from the same upstream version that
+    # Debian shipped).  Never honoured for ELF files.
+    same_as_seed: tuple[tuple[str, str], ...] = ()
     raw: dict = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -273,8 +273,21 @@ def load_package(pkg_dir: Path, kind: str = "package") -> Package:
         if rel in files_seen:
             raise DefinitionError(f"file {rel!r} beside the definition has the same name as a source",
                                   file=path, field=files_seen[rel])
+    same_as_seed = []
+    if "audit" in f.data:
+        a = _Fields(f.get("audit", dict), path, "audit")
+        for k, v in a.get("same-as-seed", dict, default={}, what="a mapping of path: reason").items():
+            if not isinstance(k, str) or k.startswith("/") or ".." in k.split("/") or not k:
+                raise a.err(f"same-as-seed.{k}", "expected a path inside the artifact (relative, no '..')")
+            if not isinstance(v, str) or len(v.strip()) < 10:
+                raise a.err(f"same-as-seed.{k}", "give the reason this file may equal a seed file")
+            same_as_seed.append((k, v))
+        a.finish()
+    else:
+        f.used.add("audit")
     pkg = Package(
         name=name, version=version, dir=pkg_dir, definition_file=path, kind=kind,
+        same_as_seed=tuple(sorted(same_as_seed)),
         description=f.string("description", default=""),
         seed=f.string("seed", NAME_RE, what="a seed name"),
         deps=tuple(deps), sources=tuple(sources), env=f.env("env"),

@@ -29,6 +29,11 @@ def cmd_audit(args) -> int:
     if res.findings:
         print(table([[f.package, f.path, f.check, f.detail] for f in res.findings],
                     ["package", "file", "check", "detail"]))
+    if res.allowed:
+        print(f"{len(res.allowed)} files equal a seed file and are allowed by their package "
+              "(audit.same-as-seed; text only):")
+        for f in res.allowed:
+            print(f"  {f.package}: {f.path} ({f.detail})")
     for m in res.missing:
         print(f"not audited: {m}")
     print(f"{len(res.checked)} packages, {res.files} files ({res.elf_files} ELF) checked against "

@@ -1,0 +1,83 @@
+"""The benchmark's harness: the P6 part at a small size, and the shape of
+what it reports.  No timing is asserted: a benchmark reports, it does not
+judge, and a test machine's speed proves nothing."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import networkx as nx
+import pytest
+
+from quorum import bench
+
+
+def small_run(tmp_path, only=("P6",)) -> bench.Report:
+    sizes = replace(bench.Sizes.quick(), p6_nodes=300, p6_runs=1)
+    lines: list[str] = []
+    report = bench.run(list(only), sizes, progress=lines.append, workdir=tmp_path)
+    assert lines, "progress lines are expected while it runs"
+    return report
+
+
+def test_p6_rows_values_and_cleanup(tmp_path):
+    report = small_run(tmp_path)
+    assert [f.key for f in report.figures] == ["P6"]
+    fig = report.figures[0]
+    assert fig.status == "ok", fig.rows
+    assert len(fig.rows) == 3
+    for row in fig.rows:
+        assert row.figure == "P6"
+        assert len(row.cells()) == len(bench.HEADERS)
+    assert [r.met is None for r in fig.rows] == [False, False, True]   # graph-only has no target
+    v = fig.values
+    assert v["nodes"] == 301                       # 300 packages and the seed
+    assert 0 < v["closure"] <= 301 and v["closure"] == v["memory_closure"]
+    assert v["peak_bytes"] >= v["delta_bytes"] >= 0
+    assert len(v["runs"]) == 1 and set(v["runs"][0]) >= {"t_load_tree", "t_build_graph", "t_order", "t_closure",
+                                                          "total", "edges"}
+    assert not report.crashed
+    # the temporary trees are gone
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_table_and_json_shape(tmp_path):
+    report = small_run(tmp_path, only=("P6", "R1"))
+    text = report.table()
+    header = text.splitlines()[0]
+    for h in bench.HEADERS:
+        assert h in header
+    assert "P6" in text and "R1" in text and "n/a" in text
+    doc = json.loads(json.dumps(report.to_json()))
+    assert doc["headers"] == bench.HEADERS
+    assert set(doc["figures"]) == {"P6", "R1"}
+    assert doc["figures"]["R1"]["status"] == "n/a"
+    assert {r["figure"] for r in doc["rows"]} == {"P6", "R1"}
+    for r in doc["rows"]:
+        assert set(r) == {"figure", "what", "measured", "baseline", "ratio", "target", "met"}
+    assert doc["machine"]["cpus"] and doc["quick"] is False
+
+
+def test_synthetic_dag_is_layered_acyclic_and_stable():
+    dag, deep = bench.synth_dag(500)
+    assert len(dag) == 500 and dag == bench.synth_dag(500)[0]
+    g = nx.DiGraph()
+    for name, deps, _ in dag:
+        g.add_node(name)
+        g.add_edges_from((d, name) for d in deps)
+    assert nx.is_directed_acyclic_graph(g)
+    layer = {name: lay for name, _, lay in dag}
+    for name, deps, lay in dag:
+        if lay:
+            assert any(layer[d] == lay - 1 for d in deps) and all(layer[d] < lay for d in deps)
+        else:
+            assert deps == []
+    assert layer[deep] == max(layer.values())
+    assert len(nx.ancestors(g, deep)) >= max(layer.values())
+
+
+def test_only_refuses_unknown_figures(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--only", "P1,P9"])
+    assert e.value.code == 2
+    assert "P9" in capsys.readouterr().err
