@@ -6,7 +6,6 @@ be bit-identical.  The test uses the repository's own definitions, with the
 seeds locked now (the committed pins may have left Debian's archive)."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -2,7 +2,6 @@
 a diamond base -> left, right -> top, and solo with its own Containerfile)."""
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import shutil
@@ -181,7 +180,7 @@ def test_build_has_no_network(fixture_tree, engine):
                 "  mkdir -p $DESTDIR/n\n  ls /sys/class/net > $DESTDIR/n/ifaces\n  chmod 644 $DESTDIR/n/ifaces\n")
     res, _ = build(fixture_tree, engine, targets=("net",))
     assert res.ok, res.failed()
-    ents = oci.layer_entries(oci.read_layout(fixture_tree / "out" / "net")["layer_path"])
+
     import tarfile
     with tarfile.open(oci.read_layout(fixture_tree / "out" / "net")["layer_path"]) as tf:
         ifaces = tf.extractfile("n/ifaces").read().decode().split()

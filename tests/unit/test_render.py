@@ -3,7 +3,6 @@ command unquoted."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 from quorum.model import Package
 from quorum.render import DepRef, render

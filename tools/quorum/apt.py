@@ -161,7 +161,7 @@ class PrivateApt:
             self.status.write_text("")
         paras = []
         for e in entries:
-            para = [f"Types: deb deb-src", f"URIs: {' '.join(e.uris)}", f"Suites: {' '.join(e.suites)}",
+            para = ["Types: deb deb-src", f"URIs: {' '.join(e.uris)}", f"Suites: {' '.join(e.suites)}",
                     f"Components: {' '.join(e.components)}"]
             if e.signed_by:
                 para.append(f"Signed-By: {e.signed_by}")

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from . import graph as graphmod
 from . import inputs, manifest, oci, render, seed as seedmod
-from .canon import atomic_write
 from .engine import BuildOptions, Engine
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache

@@ -13,8 +13,7 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO

@@ -13,12 +13,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from . import canon
 from .errors import DefinitionError, QuorumError
 from .gpg import Home, KeyInfo, is_fingerprint
-from .tree import _Fields, _StrictLoader
+from .tree import _Fields, parse_yaml
 
 FORMAT = "quorum.policy/1"
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -136,17 +135,7 @@ def load(path: Path) -> Policy:
 def _parse_yaml(data: bytes, path: Path):
     """Parse the very bytes that were read (and that a rotation signs): a
     second read could see a different file."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PolicyError("not UTF-8 text", file=path) from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise PolicyError(f"invalid YAML: {problem}", file=path,
-                          field=f"line {mark.line + 1}" if mark else None) from None
+    return parse_yaml(data, path, PolicyError)
 
 
 def _load_role(data, name: str, path: Path) -> Role:

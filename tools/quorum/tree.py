@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import DefinitionError
+from .errors import DefinitionError, QuorumError
 from .model import (
     ENV_KEY_RE, FILE_RE, NAME_RE, RESERVED_ENV, SHA256_RE, VERSION_RE,
     DebianOrigin, Package, Seed, SeedDeb, Source, Tree, TreeConfig,
@@ -53,18 +53,26 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 
 def load_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DefinitionError("file not found", file=path) from None
+    return parse_yaml(data, path)
+
+
+def parse_yaml(data: bytes, path: Path, error: type[QuorumError] = DefinitionError) -> Any:
+    """Parse YAML bytes strictly (no duplicate keys, plain types only);
+    errors name the file and the line."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DefinitionError("not UTF-8 text", file=path) from None
+        raise error("not UTF-8 text", file=path) from None
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise DefinitionError(f"invalid YAML: {problem}", file=path, field=where) from None
+        raise error(f"invalid YAML: {problem}", file=path, field=where) from None
 
 
 # --- small typed accessors: each names the file and the field on failure ----
