@@ -40,15 +40,30 @@ def test_mismatch_names_file_origin_hashes_and_caches_nothing(tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
 
 
-def test_falls_through_origins_in_order(tmp_path):
+def test_tries_every_origin_in_order_on_a_cold_fetch(tmp_path):
+    (tmp_path / "good.txt").write_bytes(b"good")
+    (tmp_path / "mirror.txt").write_bytes(b"good")
+    c = SourceCache(tmp_path / "cache")
+    s = Source(sha256=hashlib.sha256(b"good").hexdigest(), file="f.txt",
+               urls=(f"file://{tmp_path}/missing.txt", f"file://{tmp_path}/good.txt", f"file://{tmp_path}/mirror.txt"))
+    events = []
+    c.fetch(s, emit=events.append)
+    assert [e["origin"].rsplit("/", 1)[1] for e in events] == ["missing.txt", "good.txt", "mirror.txt"]
+    events.clear()
+    c.fetch(s, emit=events.append)
+    assert events == []     # cached now: no origin is asked again
+
+
+def test_an_origin_contradicting_the_pin_stops_the_fetch_and_caches_nothing(tmp_path):
     (tmp_path / "good.txt").write_bytes(b"good")
     (tmp_path / "bad.txt").write_bytes(b"bad")
     c = SourceCache(tmp_path / "cache")
     s = Source(sha256=hashlib.sha256(b"good").hexdigest(), file="f.txt",
-               urls=(f"file://{tmp_path}/missing.txt", f"file://{tmp_path}/bad.txt", f"file://{tmp_path}/good.txt"))
-    events = []
-    c.fetch(s, emit=events.append)
-    assert [e["origin"].rsplit("/", 1)[1] for e in events] == ["missing.txt", "bad.txt", "good.txt"]
+               urls=(f"file://{tmp_path}/good.txt", f"file://{tmp_path}/bad.txt"))
+    with pytest.raises(FetchError, match="origins disagree") as ei:
+        c.fetch(s)
+    assert "bad.txt: mismatch" in str(ei.value) and "good.txt: ok" in str(ei.value)
+    assert not c.has(s.sha256)
 
 
 def test_http_origin_on_loopback(tmp_path):

@@ -81,12 +81,19 @@ class SourceCache:
     # --- sources ------------------------------------------------------------
     def fetch(self, src: Source, *, emit: Emit = lambda e: None, where: str = "",
               all_origins: bool = False) -> Path:
-        """Return the cached path of ``src``, fetching it if needed.  With
-        ``all_origins`` every reachable origin is fetched and must agree."""
+        """Return the cached path of ``src``, fetching it if needed.
+
+        A file not yet in the cache is fetched from *every* origin that
+        answers, and they must agree: an origin serving other bytes than the
+        pin is a compromised mirror, a re-rolled tarball, or a wrong pin, and
+        a person should look before anything is built from it.  With
+        ``all_origins`` this is done even for a cached file."""
         if self.has(src.sha256) and not all_origins:
             return self.path(src.sha256)
+        all_origins = True
         attempts: list[Attempt] = []
         ok_origins = []
+        was_cached = self.has(src.sha256)
         for origin, getter in self._origins(src):
             tmp = self._tmpdir()
             try:
@@ -102,7 +109,7 @@ class SourceCache:
                 if candidate is None:
                     attempts.append(Attempt(origin, "error", "no file with that hash there"))
                     continue
-                if all_origins and self.has(src.sha256):
+                if self.has(src.sha256):
                     actual = _sha256(candidate)
                     okay = actual == src.sha256
                 else:
@@ -110,15 +117,16 @@ class SourceCache:
                 if okay:
                     attempts.append(Attempt(origin, "ok"))
                     ok_origins.append(origin)
-                    if not all_origins:
-                        return self.path(src.sha256)
                 else:
                     attempts.append(Attempt(origin, "mismatch", f"got sha256 {actual}"))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         mismatches = [a for a in attempts if a.result == "mismatch"]
-        if all_origins and ok_origins and not mismatches:
+        if ok_origins and not mismatches:
             return self.path(src.sha256)
+        if ok_origins and mismatches and not was_cached:
+            # Admitted by one origin, contradicted by another: do not keep it.
+            self.path(src.sha256).unlink(missing_ok=True)
         lines = "; ".join(f"{a.origin}: {a.result}{' (' + a.detail + ')' if a.detail else ''}" for a in attempts)
         what = "origins disagree" if (ok_origins and mismatches) else "no origin supplied the pinned bytes"
         raise FetchError(f"{src.file}: {what}; expected sha256 {src.sha256}; tried {lines or 'nothing'}",
@@ -208,7 +216,7 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
-def _download(url: str, dst: Path, timeout: int = 60) -> Path:
+def _download(url: str, dst: Path, timeout: int = 30) -> Path:
     """HTTP(S) or file:// into ``dst``.  No redirects to other schemes; the
     hash check afterwards is what makes any origin safe to try."""
     parsed = urllib.parse.urlparse(url)
