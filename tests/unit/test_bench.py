@@ -42,17 +42,17 @@ def test_p6_rows_values_and_cleanup(tmp_path):
 
 
 def test_table_and_json_shape(tmp_path):
-    report = small_run(tmp_path, only=("P6", "R1"))
+    # P6 only: the other figures need the engine (they run in `make bench`)
+    report = small_run(tmp_path, only=("P6",))
     text = report.table()
     header = text.splitlines()[0]
     for h in bench.HEADERS:
         assert h in header
-    assert "P6" in text and "R1" in text and "n/a" in text
+    assert "P6" in text and "< 2 s" in text
     doc = json.loads(json.dumps(report.to_json()))
     assert doc["headers"] == bench.HEADERS
-    assert set(doc["figures"]) == {"P6", "R1"}
-    assert doc["figures"]["R1"]["status"] == "n/a"
-    assert {r["figure"] for r in doc["rows"]} == {"P6", "R1"}
+    assert set(doc["figures"]) == {"P6"}
+    assert {r["figure"] for r in doc["rows"]} == {"P6"}
     for r in doc["rows"]:
         assert set(r) == {"figure", "what", "measured", "baseline", "ratio", "target", "met"}
     assert doc["machine"]["cpus"] and doc["quick"] is False

@@ -24,8 +24,8 @@ The figures (the issue's names):
   P6  planning a 10,000-node tree: load_tree + build_graph + order + closure of
       a deep target, in a fresh process (time and peak memory); and the graph
       part alone on an in-memory tree.
-  R1  reproduce time / cold build time (issue #4): a row kept for when
-      `quorum reproduce` exists.
+  R1  reproduce time / cold build time (issue #4): reproduce --all of the
+      fixture tree against its cold build, alternated, target <= 1.05x.
 
 A benchmark reports; it does not judge: the exit status is 0 whatever the
 figures say, 1 only when a figure could not be measured (it crashed).
@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -79,11 +80,12 @@ class Sizes:
     p3_rounds: int = 2            # -j1 / -jN pairs
     p6_nodes: int = 10_000
     p6_runs: int = 3
+    r1_rounds: int = 2            # build / reproduce pairs
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(p1_packages=3, p1_rounds=2, p2_packages=100, p2_runs=3, p3_packages=3, p3_rounds=1,
-                   p6_nodes=2000, p6_runs=2)
+                   p6_nodes=2000, p6_runs=2, r1_rounds=1)
 
 
 @dataclass
@@ -761,18 +763,54 @@ class Bench:
 
     # --- R1 ---------------------------------------------------------------------
     def r1(self) -> Figure:
-        fig = Figure("R1", status="n/a")
-        try:
-            import importlib
-            mod = importlib.import_module("quorum.reproduce")
-            have = callable(getattr(mod, "reproduce", None))
-        except ImportError:
-            have = False
-        # Room kept for issue #4: time `reproduce(tree)` of the fixture tree
-        # against a cold `build` of it.  Skipped for now either way.
-        measured = "n/a (added with reproduce)" if have else "n/a (needs quorum.reproduce)"
-        fig.rows.append(Row("R1", "reproduce time / cold build time, fixture tree", measured, "", "",
-                            "see issue #4", None))
+        """reproduce --all of the fixture tree against a cold build of it (no
+        layer cache, nothing reused from out/), alternated in this process:
+        the same work, so the target is <= 1.05x."""
+        from . import reproduce as repro
+        from .engine import Engine
+        from .tree import load_tree
+        sz, fig = self.sizes, Figure("R1")
+        root = self.tree_dir("r1") / "tree"
+        shutil.copytree(FIXTURE_SEED.parent.parent.parent, root)
+        src = self.tree_dir("r1") / "src"
+        src.mkdir(parents=True)
+        greeting = b"hello, reproducible world\n"
+        (src / "greeting-1.0.txt").write_bytes(greeting)
+        base = root / "packages" / "base" / "package.yaml"
+        base.write_text(base.read_text().replace("@SRCDIR@", str(src))
+                        .replace("@GREETING_SHA256@", hashlib.sha256(greeting).hexdigest()))
+        cfg = root / "quorum.yaml"
+        # this run's own epoch, so its images can be removed afterwards
+        cfg.write_text(re.sub(r"source_date_epoch: \d+", f"source_date_epoch: {self.epoch}", cfg.read_text()))
+        (root / "bootstrap" / "seeds" / f"{SEED}.yaml").write_text(self.locked_seed_text())
+        first = buildlib.build(load_tree(root), engine=Engine(), options=buildlib.Options(jobs=1))
+        self.note_images(first)
+        if not first.ok:
+            raise RuntimeError(f"R1's first build failed: {[(r.name, r.error) for r in first.failed()]}")
+        builds, repros = [], []
+        for i in range(sz.r1_rounds):
+            self.progress(f"R1: round {i + 1}/{sz.r1_rounds}: cold build, then reproduce --all")
+            t = time.monotonic()
+            res = buildlib.build(load_tree(root), engine=Engine(),
+                                 options=buildlib.Options(jobs=1, reuse=False, nocache=True))
+            builds.append(time.monotonic() - t)
+            self.note_images(res)
+            t = time.monotonic()
+            r = repro.reproduce(load_tree(root), all_=True, jobs=1, engine=Engine(), diffoscope=False)
+            repros.append(time.monotonic() - t)
+            if r.exit_code != 0:
+                raise RuntimeError(f"R1: the fixture tree did not reproduce: "
+                                   f"{[(v.name, v.verdict, v.reason) for v in r.verdicts if v.verdict != 'REPRODUCED']}")
+        ratios = [b / a for a, b in zip(builds, repros)]
+        ratio = statistics.median(ratios)
+        fig.values = {"builds": builds, "reproduces": repros, "ratios": ratios}
+        fig.rows.append(Row("R1", f"reproduce --all / cold build, fixture tree ({len(first.order)} nodes, "
+                                  f"median of {sz.r1_rounds} pairs)",
+                            f"reproduce {_s(statistics.median(repros))}", f"cold build {_s(statistics.median(builds))}",
+                            f"{ratio:.2f}×", "≤ 1.05×", ratio <= 1.05))
+        fig.notes.append("both without the engine's layer cache and without out/; reproduce adds the variations "
+                         "(another build path, time zone, locale, umask, one CPU, an extra variable) and the "
+                         "digest comparison")
         return fig
 
 

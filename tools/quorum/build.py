@@ -108,6 +108,7 @@ class Builder:
         self._emit_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._loaded: set[str] = set()
+        self._image_locks: dict[str, threading.Lock] = {}
         self.graph = graphmod.build_graph(tree)
         self.results: dict[str, NodeResult] = {}
         self.reuse_store = Store(options.reuse_store) if options.reuse_store else None
@@ -336,7 +337,11 @@ class Builder:
         image ID is the sha256 of the config blob, so checking the ID after a
         load proves the engine has our bytes, not a look-alike tag."""
         r = self.results[name]
+        # One lock per image: a worker whose dependency is already loaded
+        # must not wait behind another worker's load of something else.
         with self._load_lock:
+            lock = self._image_locks.setdefault(r.config_digest, threading.Lock())
+        with lock:
             if r.config_digest in self._loaded:
                 return
             if not self.engine.has_image(r.config_digest):
@@ -420,6 +425,8 @@ class Builder:
 
     def _load_staged(self, name: str, layout: Path, img: oci.Image) -> None:
         with self._load_lock:
+            lock = self._image_locks.setdefault(img.config_digest, threading.Lock())
+        with lock:
             if not self.engine.has_image(img.config_digest):
                 arch = layout.parent / "image.tar"
                 with open(arch, "wb") as f:

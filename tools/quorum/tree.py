@@ -348,19 +348,23 @@ def _package_files(pkg_dir: Path, defn: Path) -> list[str]:
     """Every file beside the definition that goes into the build folder.
     Symlinks and special files are refused: a symlink in a package folder
     could make quorum read (and ship into a build) any file on the
-    maintainer's machine."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(pkg_dir):
-        dirnames.sort()
-        d = Path(dirpath)
-        for n in sorted(dirnames + filenames):
-            p = d / n
-            rel = p.relative_to(pkg_dir).as_posix()
-            if p.is_symlink():
+    maintainer's machine.  (os.scandir: its entries know their type without
+    a stat each, which matters on a tree of thousands of packages.)"""
+    out: list[str] = []
+    stack = [(pkg_dir, "")]
+    while stack:
+        d, prefix = stack.pop()
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            rel = prefix + e.name
+            p = Path(e.path)
+            if e.is_symlink():
                 raise DefinitionError("symlinks are not allowed in a package folder", file=p)
-            if p.is_dir():
+            if e.is_dir(follow_symlinks=False):
+                stack.append((p, rel + "/"))
                 continue
-            if not p.is_file():
+            if not e.is_file(follow_symlinks=False):
                 raise DefinitionError("only regular files are allowed in a package folder", file=p)
             if rel in (PACKAGE_FILE, CONTAINERFILE):
                 continue

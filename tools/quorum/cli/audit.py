@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..audit import audit
-from ..tree import load_tree
+from .lazy import lazy
 from .ui import table
+
+auditmod = lazy("quorum.audit")
+treemod = lazy("quorum.tree")
 
 
 def register(sub, parent) -> None:
@@ -22,7 +24,7 @@ def register(sub, parent) -> None:
 
 
 def cmd_audit(args) -> int:
-    res = audit(load_tree(args.tree), packages=args.packages or None)
+    res = auditmod.audit(treemod.load_tree(args.tree), packages=args.packages or None)
     if args.json:
         print(json.dumps(res.to_json(), sort_keys=True))
         return 0 if res.ok else 1

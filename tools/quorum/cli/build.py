@@ -5,13 +5,15 @@ import argparse
 import json
 import sys
 
-from .. import build as buildlib
-from .. import graph as graphmod
-from .. import seed as seedmod
 from ..errors import QuorumError
-from ..fetch import SourceCache
-from ..tree import load_tree
+from .lazy import lazy
 from .ui import event_sink, short, table
+
+buildlib = lazy("quorum.build")
+graphmod = lazy("quorum.graph")
+seedmod = lazy("quorum.seed")
+fetchmod = lazy("quorum.fetch")
+treemod = lazy("quorum.tree")
 
 
 def register(sub, parent) -> None:
@@ -63,7 +65,7 @@ def register(sub, parent) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def _exit_code(result: buildlib.Result) -> int:
+def _exit_code(result) -> int:
     if result.ok:
         return 0
     if not result.failed():
@@ -72,7 +74,7 @@ def _exit_code(result: buildlib.Result) -> int:
 
 
 def cmd_build(args) -> int:
-    tree = load_tree(args.tree)
+    tree = treemod.load_tree(args.tree)
     targets = tuple(dict.fromkeys(list(args.targets) + list(args.archive)))
     opts = buildlib.Options(jobs=max(1, args.jobs), targets=targets, keep_going=args.keep_going,
                             archives=tuple(args.archive), reuse=not args.no_cache, nocache=args.no_cache)
@@ -121,7 +123,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    tree = load_tree(args.tree)
+    tree = treemod.load_tree(args.tree)
     g = graphmod.build_graph(tree)
     order = graphmod.order(g)
     dot = args.dot or str(tree.out / "graph.dot")
@@ -137,8 +139,8 @@ def cmd_graph(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    tree = load_tree(args.tree)
-    cache = SourceCache()
+    tree = treemod.load_tree(args.tree)
+    cache = fetchmod.SourceCache()
     sink = event_sink(args)
     n = 0
     try:
@@ -156,9 +158,9 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_seed_lock(args) -> int:
-    tree = load_tree(args.tree)
+    tree = treemod.load_tree(args.tree)
     names = args.seeds or sorted(tree.seeds)
-    cache = SourceCache()
+    cache = fetchmod.SourceCache()
     for name in names:
         if name not in tree.seeds:
             raise QuorumError(f"no seed named {name!r} (known: {', '.join(sorted(tree.seeds)) or 'none'})")

@@ -11,8 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from .. import challenge, diff, oci
-from ..diff import UnreadableError
+from .lazy import lazy
+
+challenge = lazy("quorum.challenge")
+diff = lazy("quorum.diff")
+oci = lazy("quorum.oci")
 
 DIFF_EPILOG = """\
 A and B are OCI image layout folders (e.g. out/hello and a rebuilder's
@@ -89,7 +92,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         description="Compare two artifacts file by file, without extracting anything to disk.")
     p.add_argument("a", metavar="A", help="the first artifact (layout folder or package name)")
     p.add_argument("b", metavar="B", help="the second artifact (layout folder or package name)")
-    p.add_argument("--lines", type=int, default=diff.Limits.diff_lines, metavar="N",
+    # 40 == diff.Limits.diff_lines (not read here: --help must not import diff)
+    p.add_argument("--lines", type=int, default=40, metavar="N",
                    help="lines of unified diff shown per text file (default: %(default)s)")
     p.add_argument("--max-files", type=int, default=None, metavar="N",
                    help="show at most N differing paths in the text output (default: all)")
@@ -119,7 +123,7 @@ def resolve_artifact(arg: str, tree: Path | None) -> Path:
         return p
     if tree is not None and "/" not in arg and (tree / "out" / arg / "index.json").is_file():
         return tree / "out" / arg
-    raise UnreadableError("not an OCI layout folder (no index.json)"
+    raise diff.UnreadableError("not an OCI layout folder (no index.json)"
                           + (f", and the tree has no out/{arg}" if "/" not in arg else ""), file=arg)
 
 
@@ -157,7 +161,7 @@ def cmd_reproduce(args) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     if args.diffoscope and args.save is None:
-        raise UnreadableError("--diffoscope needs --save DIR: its reports are files")
+        raise diff.UnreadableError("--diffoscope needs --save DIR: its reports are files")
     a = resolve_artifact(args.a, args.tree)
     b = resolve_artifact(args.b, args.tree)
     limits = diff.Limits(diff_lines=max(0, args.lines))
@@ -182,7 +186,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_challenge(args: argparse.Namespace) -> int:
     if len(args.manifests) < 2:
-        raise UnreadableError("challenge needs at least two manifests to compare")
+        raise diff.UnreadableError("challenge needs at least two manifests to compare")
     result = challenge.challenge(challenge.load(args.manifests))
     if args.json:
         print(json.dumps(challenge.to_json(result), sort_keys=True))

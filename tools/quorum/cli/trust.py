@@ -5,10 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .. import sign as signlib
-from .. import verify as verifylib
-from ..policy import TrustFiles
+from .lazy import lazy
 from .ui import table
+
+signlib = lazy("quorum.sign")
+verifylib = lazy("quorum.verify")
+policymod = lazy("quorum.policy")
 
 
 def register(sub, parent) -> None:
@@ -131,7 +133,7 @@ def cmd_policy_rotate(args) -> int:
         print(json.dumps({"version": pol.version, "sha256": pol.sha256}))
     else:
         print(f"installed policy version {pol.version}; the previous version's "
-              f"{signlib.previous_policy(TrustFiles(args.tree), pol.version).rotation_role}s "
+              f"{signlib.previous_policy(policymod.TrustFiles(args.tree), pol.version).rotation_role}s "
               "now approve it with 'quorum policy sign'")
     return 0
 
