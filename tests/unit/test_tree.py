@@ -125,3 +125,21 @@ def test_placeholders_do_not_evaluate_python():
 def test_invalid_yaml_reports_line(tmp_path):
     msg = err(tmp_path, {"a": "name: a\nversion: '1\n"})
     assert "invalid YAML" in msg and "line" in msg
+
+
+def test_parse_cache_serves_unchanged_files_and_misses_on_edit(tmp_path):
+    root = write_tree(tmp_path, {"a": ok_pkg("a")})
+    (root / "out").mkdir()
+    assert load_tree(root).packages["a"].version == "1"
+    cache = root / "out" / ".quorum" / "parsed.json"
+    assert cache.exists()
+    yml = root / "packages" / "a" / "package.yaml"
+    yml.write_text(yml.read_text().replace("version: '1'", "version: '2'"))
+    assert load_tree(root).packages["a"].version == "2"        # the edit is seen
+    # a cached parse is still validated: a planted bad entry is an error
+    import json
+    doc = json.loads(cache.read_text())
+    doc["entries"][str(yml)][1]["deps"] = "not-a-list"
+    cache.write_text(json.dumps(doc))
+    with pytest.raises(DefinitionError, match="deps: expected a list"):
+        load_tree(root)

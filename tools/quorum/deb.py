@@ -7,10 +7,7 @@ state, and could do anything).
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import tarfile
 from pathlib import Path
 
@@ -46,6 +43,9 @@ def ar_members(data: bytes, source: str) -> dict[str, bytes]:
 
 def data_tar(path: Path) -> tarfile.TarFile:
     """The data.tar of a .deb, decompressed, as a random-access TarFile."""
+    import bz2
+    import gzip
+    import lzma
     members = ar_members(path.read_bytes(), str(path))
     for name, dec in (("data.tar.xz", lzma.decompress), ("data.tar.gz", gzip.decompress),
                       ("data.tar.bz2", bz2.decompress), ("data.tar", lambda b: b)):

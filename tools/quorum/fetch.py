@@ -14,8 +14,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +217,10 @@ def _sha256(p: Path) -> str:
 def _download(url: str, dst: Path, timeout: int = 30) -> Path:
     """HTTP(S) or file:// into ``dst``.  No redirects to other schemes; the
     hash check afterwards is what makes any origin safe to try."""
+    # Imported here: urllib.request pulls in http, email and ssl, which a
+    # build whose sources are all cached never needs.
+    import urllib.parse
+    import urllib.request
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         shutil.copyfile(urllib.request.url2pathname(parsed.path), dst)

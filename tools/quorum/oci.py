@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -270,11 +271,16 @@ def read_layout(layout: Path) -> dict:
     }
 
 
+_DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})\Z")
+
+
 def blob_path(layout: Path, digest: str) -> Path:
-    algo, _, hexd = digest.partition(":")
-    if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+    """The blob's path; the digest is checked first because it comes from a
+    JSON file that may be hostile ("sha256:../../etc/passwd")."""
+    m = _DIGEST_RE.match(digest) if isinstance(digest, str) else None
+    if m is None:
         raise ValueError(f"not a sha256 digest: {digest!r}")
-    return layout / "blobs" / "sha256" / hexd
+    return layout / "blobs" / "sha256" / m.group(1)
 
 
 def verify_layout(layout: Path, expect_digest: str | None = None, *, deep: bool = False) -> dict:

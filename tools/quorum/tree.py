@@ -8,6 +8,7 @@ Containerfile without passing a pattern here.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -248,9 +249,9 @@ def load_seed(path: Path) -> Seed:
 
 # --- packages --------------------------------------------------------------
 
-def load_package(pkg_dir: Path, kind: str = "package") -> Package:
+def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None" = None) -> Package:
     path = pkg_dir / PACKAGE_FILE
-    f = _Fields(load_yaml(path), path)
+    f = _Fields(cache.load(path) if cache is not None else load_yaml(path), path)
     name = f.string("name", NAME_RE, required=True, what="a package name")
     if name != pkg_dir.name:
         raise f.err("name", f"must match the folder name ({pkg_dir.name!r})")
@@ -375,10 +376,67 @@ def _package_files(pkg_dir: Path, defn: Path) -> list[str]:
     return sorted(out)
 
 
+class ParseCache:
+    """Parsed package.yaml files, keyed by what the file system says about
+    them (path, size, inode, mtime and ctime in nanoseconds: ctime cannot be
+    set back by a user, so an edit always misses), so that loading a tree of
+    thousands of packages does not parse thousands of unchanged YAML files.
+    Only the parse is cached: validation runs on every load.  JSON, not
+    pickle, so a planted cache file can at worst lie about a definition's
+    contents — which whoever can write out/ could do to the tree anyway."""
+
+    FORMAT = 1
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        try:
+            doc = json.loads(path.read_bytes())
+            if doc.get("format") == self.FORMAT and isinstance(doc.get("entries"), dict):
+                self.entries = doc["entries"]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @staticmethod
+    def _key(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+    def load(self, path: Path) -> Any:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise DefinitionError("file not found", file=path) from None
+        hit = self.entries.get(str(path))
+        if hit is not None and hit[0] == self._key(st):
+            return hit[1]
+        data = load_yaml(path)
+        # Only what survives a JSON round trip unchanged is cached (YAML can
+        # also make dates, sets, bytes: those files are parsed every time).
+        try:
+            if json.loads(json.dumps(data)) == data:
+                self.entries[str(path)] = [self._key(st), data]
+                self.dirty = True
+        except (TypeError, ValueError):
+            pass
+        return data
+
+    def save(self) -> None:
+        if not self.dirty or not self.path.parent.parent.is_dir():
+            return   # no out/ yet: nothing is created just for a cache
+        from .canon import atomic_write
+        try:
+            atomic_write(self.path, json.dumps({"format": self.FORMAT, "entries": self.entries},
+                                               separators=(",", ":")).encode())
+        except OSError:
+            pass   # a read-only checkout still loads, only slower
+
+
 def load_tree(root: str | os.PathLike) -> Tree:
     """Load and validate everything; cross-references (deps, seeds) are
     checked in ``graph``, which can say which edge is wrong."""
     config = load_config(Path(root))
+    cache = ParseCache(config.path / "out" / ".quorum" / "parsed.json")
     seeds: dict[str, Seed] = {}
     seeds_dir = config.path / "bootstrap" / "seeds"
     if seeds_dir.is_dir():
@@ -394,7 +452,7 @@ def load_tree(root: str | os.PathLike) -> Tree:
                 continue
             if not d.is_dir() or not (d / PACKAGE_FILE).exists():
                 continue
-            pkg = load_package(d, kind)
+            pkg = load_package(d, kind, cache)
             if pkg.name in packages:
                 raise DefinitionError(f"package {pkg.name!r} is defined twice (also in "
                                       f"{packages[pkg.name].definition_file})", file=pkg.definition_file, field="name")
@@ -402,6 +460,7 @@ def load_tree(root: str | os.PathLike) -> Tree:
                 raise DefinitionError(f"{pkg.name!r} is already the name of a seed", file=pkg.definition_file,
                                       field="name")
             packages[pkg.name] = pkg
+    cache.save()
     for gname, members in config.gates:
         for i, m in enumerate(members):
             if m not in packages:

@@ -16,6 +16,10 @@ fetchmod = lazy("quorum.fetch")
 treemod = lazy("quorum.tree")
 
 
+# Up to this many nodes the result table lists every node.
+TABLE_ALL_ROWS = 40
+
+
 def register(sub, parent) -> None:
     p = sub.add_parser(
         "build", parents=[parent], help="build the tree (or some packages) into out/ and write the manifest",
@@ -89,11 +93,20 @@ def cmd_build(args) -> int:
                           "nodes": [result.nodes[n].to_json() for n in result.order]}, sort_keys=True))
         return _exit_code(result)
     rows = []
+    # A large tree's table shows what happened, not the hundreds of nodes
+    # that were already up to date.
+    elide = len(result.order) > TABLE_ALL_ROWS and not args.verbose
     for n in result.order:
         r = result.nodes[n]
+        if elide and r.status == "cached":
+            continue
         rows.append([n, r.kind, r.version, short(r.digest), r.status,
                      f"{r.seconds:.1f}" if r.status == "built" else ""])
-    print(table(rows, ["name", "kind", "version", "digest", "status", "seconds"]))
+    if rows:
+        print(table(rows, ["name", "kind", "version", "digest", "status", "seconds"]))
+    if elide:
+        print(f"({sum(1 for r in result.nodes.values() if r.status == 'cached')} cached nodes not listed; "
+              "-v lists every node)")
     for r in result.failed():
         print(f"\n{r.name} failed ({r.failure}): {r.error}", file=sys.stderr)
         if r.log_tail:

@@ -40,6 +40,7 @@ class PlainEvents:
     def __init__(self, out: TextIO = sys.stderr, verbose: bool = False):
         self.out, self.verbose = out, verbose
         self.t0 = time.monotonic()
+        self.cached = 0
 
     def _p(self, s: str) -> None:
         self.out.write(f"[{time.monotonic() - self.t0:7.1f}s] {s}\n")
@@ -53,7 +54,13 @@ class PlainEvents:
         elif e == "start":
             self._p(f"build   {n}")
         elif e == "cached":
-            self._p(f"cached  {n}  {short(ev.get('digest'))}")
+            # One line per cached node would bury the few that matter on a
+            # large tree; they are counted in the summary instead.
+            self.cached += 1
+            if self.verbose:
+                self._p(f"cached  {n}  {short(ev.get('digest'))}")
+        elif e == "finish" and self.cached:
+            self._p(f"{self.cached} up to date (cached)")
         elif e == "built":
             self._p(f"built   {n}  {short(ev.get('digest'))}  {ev.get('seconds', 0):.1f}s")
         elif e == "failed":
