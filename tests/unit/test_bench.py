@@ -25,11 +25,12 @@ def test_p6_rows_values_and_cleanup(tmp_path):
     assert [f.key for f in report.figures] == ["P6"]
     fig = report.figures[0]
     assert fig.status == "ok", fig.rows
-    assert len(fig.rows) == 3
+    assert len(fig.rows) == 4
     for row in fig.rows:
         assert row.figure == "P6"
         assert len(row.cells()) == len(bench.HEADERS)
-    assert [r.met is None for r in fig.rows] == [False, False, True]   # graph-only has no target
+    assert [r.met is None for r in fig.rows] == [False, False, True, False]   # graph-only has no target
+    assert len(fig.values["warm_runs"]) == 2
     v = fig.values
     assert v["nodes"] == 301                       # 300 packages and the seed
     assert 0 < v["closure"] <= 301 and v["closure"] == v["memory_closure"]
