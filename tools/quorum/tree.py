@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,22 @@ class _StrictLoader(_SafeBase):
 
 
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
+    # Built in one pass (PyYAML's own construct_mapping would construct
+    # every key a second time): this runs for every mapping of every
+    # definition, thousands of times on a large tree.
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen[key] = True
-    return loader.construct_mapping(node, deep=deep)
+                None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
@@ -249,8 +258,10 @@ def load_seed(path: Path) -> Seed:
 
 # --- packages --------------------------------------------------------------
 
-def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None" = None) -> Package:
+def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None" = None,
+                 scan: "_Scan | None" = None) -> Package:
     path = pkg_dir / PACKAGE_FILE
+    scan = scan or _scan_package(pkg_dir)
     f = _Fields(cache.load(path) if cache is not None else load_yaml(path), path)
     name = f.string("name", NAME_RE, required=True, what="a package name")
     if name != pkg_dir.name:
@@ -272,12 +283,12 @@ def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None
     build = f.string("build")
     test = f.string("test")
     containerfile = pkg_dir / CONTAINERFILE
-    has_cf = containerfile.is_file() and not containerfile.is_symlink()
+    has_cf = CONTAINERFILE in scan.top
     if build is None and not has_cf:
         raise f.err("build", f"required: a build script, or a {CONTAINERFILE} beside {PACKAGE_FILE}")
     if build is not None and has_cf:
         raise f.err("build", f"give either a build script or a {CONTAINERFILE}, not both")
-    pkg_files = _package_files(pkg_dir, path)
+    pkg_files = scan.files
     for rel in pkg_files:
         if rel in files_seen:
             raise DefinitionError(f"file {rel!r} beside the definition has the same name as a source",
@@ -345,13 +356,20 @@ def _load_source(data: Any, path: Path, prefix: str, name: str, version: str) ->
     return Source(sha256=sha, urls=tuple(urls), file=file, debian=deb)
 
 
-def _package_files(pkg_dir: Path, defn: Path) -> list[str]:
-    """Every file beside the definition that goes into the build folder.
-    Symlinks and special files are refused: a symlink in a package folder
-    could make quorum read (and ship into a build) any file on the
-    maintainer's machine.  (os.scandir: its entries know their type without
-    a stat each, which matters on a tree of thousands of packages.)"""
+@dataclass
+class _Scan:
+    files: list[str]      # files that go into the build folder, relative, sorted
+    top: set[str]         # regular files directly in the folder
+
+
+def _scan_package(pkg_dir: Path) -> _Scan:
+    """Every file beside the definition that goes into the build folder, in
+    one walk (os.scandir: entries know their type without a stat each, which
+    matters on a tree of thousands of packages).  Symlinks and special files
+    are refused: a symlink in a package folder could make quorum read (and
+    ship into a build) any file on the maintainer's machine."""
     out: list[str] = []
+    top: set[str] = set()
     stack = [(pkg_dir, "")]
     while stack:
         d, prefix = stack.pop()
@@ -367,13 +385,15 @@ def _package_files(pkg_dir: Path, defn: Path) -> list[str]:
                 continue
             if not e.is_file(follow_symlinks=False):
                 raise DefinitionError("only regular files are allowed in a package folder", file=p)
+            if not prefix:
+                top.add(e.name)
             if rel in (PACKAGE_FILE, CONTAINERFILE):
                 continue
             if any(not FILE_RE.match(part) for part in rel.split("/")):
                 raise DefinitionError("file names in a package folder must be plain "
                                       "(letters, digits, . _ + ~ -; not starting with a dot)", file=p)
             out.append(rel)
-    return sorted(out)
+    return _Scan(files=sorted(out), top=top)
 
 
 class ParseCache:
@@ -447,12 +467,21 @@ def load_tree(root: str | os.PathLike) -> Tree:
     for kind, sub in (("bootstrap", config.path / "bootstrap"), ("package", config.path / "packages")):
         if not sub.is_dir():
             continue
-        for d in sorted(sub.iterdir()):
-            if d.name == "seeds" and kind == "bootstrap":
+        with os.scandir(sub) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name == "seeds" and kind == "bootstrap":
                 continue
-            if not d.is_dir() or not (d / PACKAGE_FILE).exists():
+            if e.is_symlink():
+                # A linked package folder could pull in files from anywhere
+                # on the machine (see _scan_package).
+                raise DefinitionError("symlinks are not allowed among package folders", file=e.path)
+            if not e.is_dir(follow_symlinks=False):
                 continue
-            pkg = load_package(d, kind, cache)
+            scan = _scan_package(Path(e.path))
+            if PACKAGE_FILE not in scan.top:
+                continue   # not a package folder (notes, a work area…)
+            pkg = load_package(Path(e.path), kind, cache, scan=scan)
             if pkg.name in packages:
                 raise DefinitionError(f"package {pkg.name!r} is defined twice (also in "
                                       f"{packages[pkg.name].definition_file})", file=pkg.definition_file, field="name")
