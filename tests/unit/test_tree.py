@@ -143,3 +143,9 @@ def test_parse_cache_serves_unchanged_files_and_misses_on_edit(tmp_path):
     cache.write_text(json.dumps(doc))
     with pytest.raises(DefinitionError, match="deps: expected a list"):
         load_tree(root)
+
+
+def test_seed_omit_cannot_drop_a_requested_package(tmp_path):
+    msg = err(tmp_path, {"a": ok_pkg("a")},
+              seeds={"s": "name: s\nrequest: [gcc-12, make]\nomit: [make]\n"})
+    assert "omit[0]: 'make' is requested and omitted at once" in msg

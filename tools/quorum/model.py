@@ -104,6 +104,7 @@ class Seed:
     symlinks: tuple[tuple[str, str], ...] = ()  # (path, target) that maintainer scripts would have made
     env: tuple[tuple[str, str], ...] = ()
     exclude: tuple[str, ...] = ()            # path globs left out of the seed (docs, man pages)
+    omit: tuple[str, ...] = ()               # Debian packages dropped from the locked closure
 
     @property
     def locked(self) -> bool:

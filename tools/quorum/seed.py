@@ -35,6 +35,15 @@ def lock(seed: Seed, cache: SourceCache) -> list[SeedDeb]:
     apt = cache.apt
     debs = []
     closure = apt.resolve(list(seed.request), seed.arch)
+    # Dependencies that the seed's job does not need (a sanitizer runtime,
+    # Kerberos for libc's RPC headers…): every binary left out is one less
+    # binary trusted.  The seed is then not dependency-complete on purpose;
+    # its builds prove the omission harmless.
+    unknown = sorted(set(seed.omit) - {n for n, _, _ in closure})
+    if unknown:
+        raise DefinitionError(f"omit names packages that are not in the closure: {', '.join(unknown)}",
+                              file=seed.definition_file, field="omit")
+    closure = [c for c in closure if c[0] not in seed.omit]
     records = apt.show_many(closure)
     for name, version, arch in closure:
         rec = records[(name, version, arch)]
@@ -66,6 +75,10 @@ def write_lock(seed: Seed, debs: list[SeedDeb]) -> None:
 def fetch_debs(seed: Seed, cache: SourceCache, emit: Callable[[dict], None] = lambda e: None) -> list[Path]:
     if not seed.locked:
         raise DefinitionError(f"seed {seed.name!r} is not locked: run 'quorum seed lock {seed.name}'",
+                              file=seed.definition_file, field="packages")
+    stale = sorted(d.name for d in seed.debs if d.name in seed.omit)
+    if stale:
+        raise DefinitionError(f"pinned but listed in omit: {', '.join(stale)}; run 'quorum seed lock {seed.name}'",
                               file=seed.definition_file, field="packages")
     return cache.fetch_debs(list(seed.debs), emit=emit, where=seed.name)
 
@@ -145,6 +158,7 @@ def input_fields(seed: Seed, epoch: int) -> dict:
         "debs": [[d.name, d.version, d.arch, d.sha256] for d in seed.debs],
         "symlinks": [list(s) for s in seed.symlinks],
         "exclude": list(seed.exclude),
+        "omit": list(seed.omit),
         "env": [list(e) for e in seed.env],
         "epoch": epoch,
         "base_dirs": sorted(BASE_DIRS.items()),

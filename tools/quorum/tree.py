@@ -247,8 +247,13 @@ def load_seed(path: Path) -> Seed:
         symlinks=tuple(sorted(symlinks)),
         env=f.env("env") if "env" in f.data else (),
         exclude=tuple(f.str_list("exclude", what="a path glob")),
+        omit=tuple(sorted(f.str_list("omit", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), "a Debian package name"))),
     )
     f.finish()
+    requested = {r.split("=", 1)[0] for r in seed.request}
+    for i, o in enumerate(f.data.get("omit") or []):
+        if o in requested:
+            raise DefinitionError(f"{o!r} is requested and omitted at once", file=path, field=f"omit[{i}]")
     names = [d.name for d in seed.debs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[0]
