@@ -66,7 +66,9 @@ class _VanishingEngine:
     """A unix-socket proxy in front of the real engine that can be cut, so
     the engine 'disappears' in the middle of a rebuild."""
 
-    def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
+    def __init__(self, path: Path, target: str | None = None):
+        host = os.environ.get("DOCKER_HOST", "")
+        target = target or (host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock")
         self.path, self.target = str(path), target
         self.srv = socket.socket(socket.AF_UNIX)
         self.srv.bind(self.path)
