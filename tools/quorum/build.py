@@ -268,8 +268,8 @@ class Builder:
         a = members[0]
         for b in members[1:]:
             try:
-                res = diffmod.compare(self._store_of.get(a, self.store).layout(a),
-                                      self._store_of.get(b, self.store).layout(b), labels=(a, b))
+                res = diffmod.compare(self._layout_of(a),
+                                      self._layout_of(b), labels=(a, b))
             except QuorumError as e:
                 out.append(f"{a} vs {b}: could not compare ({e})")
                 continue
@@ -344,16 +344,27 @@ class Builder:
         with lock:
             if r.config_digest in self._loaded:
                 return
-            if not self.engine.has_image(r.config_digest):
-                with self.store.staging(f"load-{name}") as tmp:
-                    arch = tmp / "image.tar"
-                    with open(arch, "wb") as f:
-                        oci.write_archive(self._store_of.get(name, self.store).layout(name), f)
-                    self.engine.load(arch)
-                if not self.engine.has_image(r.config_digest):
-                    raise EngineError(f"the engine did not take {name}'s image as {r.config_digest}")
+            if self._load(name, self._layout_of(name), r.config_digest):
                 self._tag(name, r)
             self._loaded.add(r.config_digest)
+
+    def _layout_of(self, name: str) -> Path:
+        """Where a node's artifact is: our store, or the one it was reused from."""
+        return self._store_of.get(name, self.store).layout(name)
+
+    def _load(self, name: str, layout: Path, config_digest: str) -> bool:
+        """Load ``layout`` into the engine unless it holds the image already;
+        True if it had to.  Called under the image's lock."""
+        if self.engine.has_image(config_digest):
+            return False
+        with self.store.staging(f"load-{name}") as tmp:
+            arch = tmp / "image.tar"
+            with open(arch, "wb") as f:
+                oci.write_archive(layout, f)
+            self.engine.load(arch)
+        if not self.engine.has_image(config_digest):
+            raise EngineError(f"the engine did not take {name}'s image as {config_digest}")
+        return True
 
     def _tag(self, name: str, r: NodeResult) -> None:
         repo = f"{self.tree.config.namespace}/{name}"
@@ -427,14 +438,7 @@ class Builder:
         with self._load_lock:
             lock = self._image_locks.setdefault(img.config_digest, threading.Lock())
         with lock:
-            if not self.engine.has_image(img.config_digest):
-                arch = layout.parent / "image.tar"
-                with open(arch, "wb") as f:
-                    oci.write_archive(layout, f)
-                self.engine.load(arch)
-                arch.unlink()
-                if not self.engine.has_image(img.config_digest):
-                    raise EngineError(f"the engine did not take {name}'s image as {img.config_digest}")
+            self._load(name, layout, img.config_digest)
             self._loaded.add(img.config_digest)
 
     def _smoke_test(self, pkg, rendered, img, seed_ref, deps, sources, st, log, log_final, bopts) -> None:

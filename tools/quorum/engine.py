@@ -34,10 +34,6 @@ class BuildOptions:
     """What a build may vary (reproduce) or must pin (build)."""
     nocache: bool = False
     cpuset: str | None = None          # e.g. "0" to give the build one CPU
-    labels: tuple[tuple[str, str], ...] = ()
-    # Build arguments: values that must reach the build without entering
-    # the Containerfile text (and so the input hash), e.g. QUORUM_JOBS.
-    buildargs: tuple[tuple[str, str], ...] = ()
 
 
 class Engine:
@@ -68,11 +64,6 @@ class Engine:
     def api(self):
         return self.client.api
 
-    def describe(self) -> dict:
-        v = self._call(self.client.version)
-        return {"endpoint": self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
-                "version": v.get("Version"), "api": v.get("ApiVersion"), "os": v.get("Os"), "arch": v.get("Arch")}
-
     def _call(self, fn, *a, **kw):
         import docker.errors
         try:
@@ -95,14 +86,14 @@ class Engine:
         except Exception as e:
             raise EngineError(f"the engine failed: {_short(e)}") from None
 
-    def load(self, archive: Path) -> str:
-        """Load a docker-archive/OCI-archive file; returns the image ID."""
+    def load(self, archive: Path) -> None:
+        """Load a docker-archive/OCI-archive file.  The caller checks the
+        result by image ID (the config digest), which it already knows."""
         with open(archive, "rb") as f:
             out = self._call(self.api.load_image, f)
         for item in out or []:
             if isinstance(item, dict) and item.get("error"):
                 raise EngineError(f"the engine refused {archive.name}: {item['error']}")
-        return ""
 
     def tag(self, image_id: str, repo: str, tag: str) -> None:
         self._call(self.api.tag, image_id, repo, tag)
@@ -156,8 +147,7 @@ class Engine:
         import docker.errors
         import requests.exceptions
         kwargs = dict(fileobj=context, custom_context=True, dockerfile=dockerfile, rm=True, forcerm=True,
-                      network_mode="none", nocache=opts.nocache, decode=True, pull=False,
-                      labels=dict(opts.labels) or None, buildargs=dict(opts.buildargs) or None)
+                      network_mode="none", nocache=opts.nocache, decode=True, pull=False)
         if opts.cpuset:
             kwargs["container_limits"] = {"cpusetcpus": opts.cpuset}
         image_id = None
@@ -185,13 +175,6 @@ class Engine:
         if not image_id:
             raise EngineError("the engine finished the build without reporting an image ID")
         return image_id
-
-    def prune_build_leftovers(self) -> None:
-        """Remove dangling images the legacy builder leaves per stage."""
-        try:
-            self.api.prune_images(filters={"dangling": True})
-        except Exception:
-            pass
 
 
 @functools.cache

@@ -88,7 +88,6 @@ class SourceCache:
         ``all_origins`` this is done even for a cached file."""
         if self.has(src.sha256) and not all_origins:
             return self.path(src.sha256)
-        all_origins = True
         attempts: list[Attempt] = []
         ok_origins = []
         was_cached = self.has(src.sha256)

@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import build as buildlib
@@ -77,7 +77,6 @@ def parse_vary(spec: str | None) -> set[str]:
 
 
 def settings_for(vary: set[str]) -> tuple[Settings, str | None]:
-    s = Settings()
     kw = {}
     if "build_path" in vary:
         kw["build_dir"] = "/build/quorum-reproduce/deeper/path"
@@ -90,7 +89,7 @@ def settings_for(vary: set[str]) -> tuple[Settings, str | None]:
     if "environment" in vary:
         kw["extra_env"] = (("QUORUM_REPRODUCE_EXTRA", "1"),)
     cpuset = "0" if "cpus" in vary and (os.cpu_count() or 1) > 1 else None
-    return Settings(**{**s.__dict__, **kw}), cpuset
+    return replace(Settings(), **kw), cpuset
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import re
 import tarfile
 from collections.abc import Callable
@@ -125,7 +126,7 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
                     m.name = name
                     if m.islnk():
                         m.linkname = oci._clean_name(m.linkname)
-                    out.addfile(m, _io(data) if data is not None else None)
+                    out.addfile(m, io.BytesIO(data) if data is not None else None)
         for name, mode in sorted(BASE_DIRS.items()):
             if name not in owners:
                 ti = tarfile.TarInfo(name)
@@ -143,11 +144,6 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
             ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
             out.addfile(ti)
             owners[name] = ("symlinks", "sym:" + target)
-
-
-def _io(data: bytes):
-    import io
-    return io.BytesIO(data)
 
 
 def input_fields(seed: Seed, epoch: int) -> dict:
