@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Callable
 
 from . import canon, oci
 from .errors import QuorumError
+from .text import printable
 
 
 class UnreadableError(QuorumError):
@@ -634,23 +635,6 @@ def compare(a: Path, b: Path, *, limits: Limits = Limits(),
 
 
 # --- rendering ------------------------------------------------------------------
-
-def printable(s: str) -> str:
-    """``s`` safe for a terminal: control characters (ESC, CR, …) and bytes
-    that were not UTF-8 become backslash escapes; tabs stay."""
-    out = []
-    for c in s:
-        o = ord(c)
-        if 0xDC80 <= o <= 0xDCFF:       # surrogateescape'd byte from a tar name
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif c == "\t" or c.isprintable():
-            out.append(c)
-        elif o < 0x100:
-            out.append(f"\\x{o:02x}")
-        else:
-            out.append(f"\\u{o:04x}")
-    return "".join(out)
-
 
 def _value(field_name: str, v: Any) -> str:
     if v is None:

@@ -23,11 +23,18 @@ class QuorumError(Exception):
         return ": ".join(parts + [self.message])
 
 
-class DefinitionError(QuorumError):
+class InputError(QuorumError):
+    """Usage or input error: a file, argument or value the user gave cannot
+    be used as it is (exit 3, see docs/exit-codes.md)."""
+
+    exit_code = 3
+
+
+class DefinitionError(InputError):
     """A tree file (quorum.yaml, package.yaml, seed) is malformed."""
 
 
-class GraphError(QuorumError):
+class GraphError(InputError):
     """A cycle, or a dependency that does not exist."""
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 # stage names, so they are restricted to a set that cannot express a path
 # separator, "..", white space or shell metacharacters.  "@" is kept free for
 # release series (name@series) later.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}\Z")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # A file name inside the build folder: one path component, no hidden tricks.
-FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}$")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}\Z")
 
 # Variables quorum itself sets for every build; a package may not override
 # them, because each one is part of the reproducibility contract.
@@ -72,6 +72,7 @@ class Package:
     env: tuple[tuple[str, str], ...] = ()    # sorted (key, value) pairs
     build: str | None = None                 # script for the default template
     containerfile: Path | None = None        # the package's own template
+    containerfile_text: str | None = field(default=None, compare=False, repr=False)  # as read and checked at load
     test: str | None = None                  # smoke test, run in the built image
     files: tuple[str, ...] = ()              # other files beside the definition, relative, sorted
     # Files allowed to be byte-identical to a seed file, with the reason

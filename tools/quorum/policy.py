@@ -20,7 +20,7 @@ from .gpg import Home, KeyInfo, is_fingerprint
 from .tree import _Fields, parse_yaml
 
 FORMAT = "quorum.policy/1"
-ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 # A key file larger than this is not a public key someone meant to commit.
 MAX_KEY_FILE = 1 << 20
 

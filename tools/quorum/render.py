@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import jinja2
+import jinja2.nodes as jn
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import DefinitionError, FetchError
 from .model import Package
+from .safeio import open_regular
 
 BUILD_DIR = "/build"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -64,10 +67,169 @@ _JINJA = None
 
 
 def jinja() -> jinja2.Environment:
+    """quorum's own templates (trusted: they ship with quorum)."""
     global _JINJA
     if _JINJA is None:
         _JINJA = _env()
     return _JINJA
+
+
+# --- a package's own Containerfile: untrusted ----------------------------------
+#
+# A package's Containerfile arrives in a pull request from a stranger and is
+# rendered on the maintainer's machine, as root, before any container exists.
+# Plain Jinja2 lets a template walk from any object to Python's globals
+# (``{{ lipsum.__globals__['os'].system(...) }}``), and even a sandboxed one
+# can call string methods that allocate without bound (``'a'.ljust(10**10)``).
+# So two independent walls: the template's syntax tree must use only the
+# constructs below (no calls, no arithmetic, no macros, includes or
+# assignments; at most two nested loops), and it is rendered by an immutable
+# sandbox with no globals at all, with its output size bounded.
+
+# Filters a package template may use: all pure, none allocates more than
+# its input.
+PACKAGE_FILTERS = frozenset({"shquote", "join", "lower", "upper", "length", "first", "last", "default",
+                             "trim", "string"})
+_ALLOWED_NODES: tuple[type[jn.Node], ...] = (
+    jn.Template, jn.Output, jn.TemplateData, jn.Name, jn.Const, jn.Getattr, jn.Getitem, jn.For, jn.If,
+    jn.Filter, jn.Test, jn.Compare, jn.Operand, jn.And, jn.Or, jn.Not, jn.CondExpr, jn.Concat, jn.Tuple,
+    jn.List,
+)
+_ALLOWED_TESTS = frozenset({"defined", "undefined", "none", "string", "number", "sameas", "eq", "ne"})
+MAX_LOOP_DEPTH = 2
+MAX_RENDERED = 1 << 20      # a Containerfile of a megabyte is no honest one
+
+
+class _PackageSandbox(ImmutableSandboxedEnvironment):
+    """The environment package templates run in: no globals (no ``range``,
+    ``lipsum``, ``dict``, ``cycler``, ``joiner``, ``namespace``), undefined
+    names are errors, only PACKAGE_FILTERS."""
+
+    def __init__(self) -> None:
+        super().__init__(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+        self.globals.clear()
+        base = {k: v for k, v in self.filters.items() if k in PACKAGE_FILTERS}
+        base["shquote"] = lambda v: shlex.quote(str(v))
+        self.filters = base
+        self.tests = {k: v for k, v in self.tests.items() if k in _ALLOWED_TESTS}
+
+
+_SANDBOX: _PackageSandbox | None = None
+
+
+def _sandbox() -> _PackageSandbox:
+    global _SANDBOX
+    if _SANDBOX is None:
+        _SANDBOX = _PackageSandbox()
+    return _SANDBOX
+
+
+def _refuse_constructs(tree: jn.Node, file: Path) -> None:
+    def bad(node: jn.Node, what: str) -> DefinitionError:
+        return DefinitionError(f"{what} is not allowed in a package Containerfile (only variables, "
+                               f"filters {', '.join(sorted(PACKAGE_FILTERS))}, if and for)",
+                               file=file, field=f"line {node.lineno}")
+
+    def walk(node: jn.Node, loops: int) -> None:
+        if not isinstance(node, _ALLOWED_NODES):
+            raise bad(node, f"'{type(node).__name__}'")
+        if isinstance(node, (jn.Getattr, jn.Getitem)):
+            attr = node.attr if isinstance(node, jn.Getattr) else getattr(node.arg, "value", None)
+            if isinstance(attr, str) and attr.startswith("_"):
+                raise bad(node, f"the attribute {attr!r}")
+        if isinstance(node, jn.Filter) and node.name not in PACKAGE_FILTERS:
+            raise bad(node, f"the filter {node.name!r}")
+        if isinstance(node, jn.Test) and node.name not in _ALLOWED_TESTS:
+            raise bad(node, f"the test {node.name!r}")
+        if isinstance(node, jn.For):
+            if node.recursive:
+                raise bad(node, "a recursive loop")
+            loops += 1
+            if loops > MAX_LOOP_DEPTH:
+                raise bad(node, f"nesting loops more than {MAX_LOOP_DEPTH} deep")
+        for child in node.iter_child_nodes():
+            walk(child, loops)
+
+    walk(tree, 0)
+
+
+def compile_package_template(text: str, file: Path) -> jinja2.Template:
+    """Check and compile a package's Containerfile; every problem is a
+    DefinitionError naming the file and the line."""
+    env = _sandbox()
+    try:
+        ast = env.parse(text, name=str(file))
+    except jinja2.TemplateSyntaxError as e:
+        raise DefinitionError(f"template error: {e.message}", file=file,
+                              field=f"line {e.lineno}" if e.lineno else None) from None
+    except RecursionError:
+        raise DefinitionError("template nested too deeply", file=file) from None
+    _refuse_constructs(ast, file)
+    try:
+        return env.from_string(text)
+    except jinja2.TemplateError as e:
+        raise DefinitionError(f"template error: {e}", file=file) from None
+
+
+def render_package_template(text: str, file: Path, variables: dict) -> str:
+    tmpl = compile_package_template(text, file)
+    out: list[str] = []
+    size = 0
+    try:
+        for chunk in tmpl.generate(**variables):
+            size += len(chunk)
+            if size > MAX_RENDERED:
+                raise DefinitionError(f"renders to more than {MAX_RENDERED} characters", file=file)
+            out.append(chunk)
+    except DefinitionError:
+        raise
+    except jinja2.TemplateError as e:
+        line = _template_line(e)
+        raise DefinitionError(f"template error: {getattr(e, 'message', None) or e}", file=file,
+                              field=f"line {line}" if line else None) from None
+    except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError, RecursionError) as e:
+        raise DefinitionError(f"template error: {type(e).__name__}: {str(e)[:200]}", file=file) from None
+    return "".join(out)
+
+
+def _template_line(e: Exception) -> int | None:
+    line = getattr(e, "lineno", None)
+    if line:
+        return line
+    tb = e.__traceback__
+    found = None
+    while tb is not None:
+        # Jinja2 maps errors in compiled templates back to the template's
+        # own line in the traceback's frames named after the template.
+        if tb.tb_frame.f_code.co_filename.endswith("Containerfile"):
+            found = tb.tb_lineno
+        tb = tb.tb_next
+    return found
+
+
+def template_variables(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: int,
+                       settings: Settings, env: list[tuple[str, str]]) -> dict:
+    """The documented variables of a package template (docs/spec/package.md)
+    and nothing else."""
+    return dict(name=pkg.name, version=pkg.version, seed=seed_image or "", deps=deps, epoch=epoch,
+                build_dir=settings.build_dir, env=env,
+                sources=[{"file": s.file, "sha256": s.sha256} for s in pkg.sources])
+
+
+def check_package_template(pkg: Package) -> None:
+    """Render a package's own Containerfile once with placeholder values of
+    the real shapes, when the tree is loaded: an undefined variable or a
+    template error is then reported by ``quorum graph`` like any other
+    definition error, not halfway through a build."""
+    if pkg.containerfile_text is None or pkg.containerfile is None:
+        return
+    placeholder = "sha256:" + "0" * 64
+    deps = [DepRef(name=d, image=placeholder) for d in pkg.deps]
+    settings = Settings()
+    env = build_env(pkg, 0, settings)
+    render_package_template(pkg.containerfile_text, pkg.containerfile,
+                            template_variables(pkg, seed_image=placeholder, deps=deps, epoch=0,
+                                               settings=settings, env=env))
 
 
 def build_env(pkg: Package, epoch: int, settings: Settings = Settings()) -> list[tuple[str, str]]:
@@ -93,17 +255,11 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
     if pkg.test:
         test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"),
                                                       build_dir=settings.build_dir)
-    variables = dict(name=pkg.name, version=pkg.version, seed=seed_image or "", deps=deps, epoch=epoch,
-                     build_dir=settings.build_dir, env=env,
-                     sources=[{"file": s.file, "sha256": s.sha256} for s in pkg.sources])
-    if pkg.containerfile is not None:
-        try:
-            tmpl = j.from_string(pkg.containerfile.read_text(encoding="utf-8"))
-            containerfile = tmpl.render(**variables)
-        except jinja2.TemplateError as e:
-            line = getattr(e, "lineno", None)
-            raise DefinitionError(f"template error: {e}", file=pkg.containerfile,
-                                  field=f"line {line}" if line else None) from None
+    variables = template_variables(pkg, seed_image=seed_image, deps=deps, epoch=epoch, settings=settings, env=env)
+    if pkg.containerfile is not None and pkg.containerfile_text is not None:
+        # The text read (and checked) when the tree was loaded: never the
+        # file again, which could have been swapped since.
+        containerfile = render_package_template(pkg.containerfile_text, pkg.containerfile, variables)
     else:
         containerfile = j.get_template("Containerfile.j2").render(**variables)
     return Rendered(containerfile=containerfile, build_sh=build_sh, test_sh=test_sh, env=env)
@@ -153,8 +309,9 @@ class _ContextWriter:
         they are read (the cache could have been altered since it admitted
         them) and refuse a mismatch."""
         self._parents(name)
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        # Checked on the open descriptor: the name may have become a FIFO,
+        # a symlink or a hard link to a secret since the tree was loaded.
+        with open_regular(path, single_link=expect_sha256 is None) as (f, size):
             reader = _HashingReader(f) if expect_sha256 else f
             self.tf.addfile(self._info(name, size, mode), reader)
         if expect_sha256 and reader.hexdigest() != expect_sha256:
@@ -214,6 +371,9 @@ def file_hashes(pkg: Package) -> dict[str, list]:
     out = {}
     for rel in pkg.files:
         p = pkg.dir / rel
-        h = hashlib.sha256(p.read_bytes()).hexdigest()
-        out[rel] = [h, 0o755 if os.access(p, os.X_OK) else 0o644]
+        h = hashlib.sha256()
+        with open_regular(p, single_link=True) as (f, _size):
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        out[rel] = [h.hexdigest(), 0o755 if os.access(p, os.X_OK) else 0o644]
     return out

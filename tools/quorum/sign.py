@@ -27,8 +27,8 @@ from .store import Store
 from .tree import load_config
 from .verify import EXPIRES_FORMAT, load_manifest, parse_expires
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-_DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
+_DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])\Z")
 
 
 class SignError(QuorumError):

@@ -21,8 +21,8 @@ from .gpg import is_fingerprint
 
 GENESIS = "0" * 64
 FIELDS = ("hash", "manifest_sha256", "prev", "seq", "serial", "signature_sha256", "signer", "time", "tree")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 
 
 class LogError(QuorumError):

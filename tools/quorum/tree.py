@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import DefinitionError, QuorumError
+from .safeio import DEFINITION_LIMIT, JSON_LIMIT, load_json, read_regular, within
 from .model import (
     ENV_KEY_RE, FILE_RE, NAME_RE, RESERVED_ENV, SHA256_RE, VERSION_RE,
     DebianOrigin, Package, Seed, SeedDeb, Source, Tree, TreeConfig,
@@ -61,28 +62,78 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, error: type[QuorumError] = DefinitionError) -> Any:
+    # A definition is read like any planted file: regular, bounded, no
+    # symlink, no FIFO (see safeio).
+    return parse_yaml(read_regular(path, limit=DEFINITION_LIMIT, error=error, what="file"), path, error)
+
+
+# Limits on the shape of a YAML document.  No honest definition comes near
+# them; past them a document is an attack on the parser: nesting recurses in
+# PyYAML's constructor (RecursionError at ~1,000 levels, a crash inside
+# libyaml at ~100,000), and anchors let a small file stand for an
+# exponentially large value (the "billion laughs").
+YAML_MAX_DEPTH = 32
+YAML_MAX_NODES = 200_000
+# Integers: a 5,000-digit number is refused by Python's int() itself; nothing
+# in a definition needs more than 64 bits.
+YAML_MAX_INT = (1 << 63) - 1
+
+
+def _check_shape(text: str, path: Path, error: type[QuorumError]) -> None:
+    """Walk the event stream (libyaml's parser keeps its own stack and does
+    not recurse) and refuse anchors, aliases, deep nesting and huge
+    documents before anything is composed or constructed."""
+    depth = nodes = 0
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DefinitionError("file not found", file=path) from None
-    return parse_yaml(data, path)
+        for ev in yaml.parse(text, Loader=_SafeBase):
+            if isinstance(ev, yaml.AliasEvent):
+                raise error("YAML aliases (*name) are not allowed: write the value out",
+                            file=path, field=_line(ev))
+            if isinstance(ev, yaml.NodeEvent):
+                nodes += 1
+                if ev.anchor is not None:
+                    raise error("YAML anchors (&name) are not allowed: write the value out",
+                                file=path, field=_line(ev))
+                if nodes > YAML_MAX_NODES:
+                    raise error(f"more than {YAML_MAX_NODES} YAML values", file=path)
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > YAML_MAX_DEPTH:
+                    raise error(f"nested more than {YAML_MAX_DEPTH} levels deep", file=path, field=_line(ev))
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, path, error) from None
+
+
+def _line(ev: Any) -> str | None:
+    mark = getattr(ev, "start_mark", None)
+    return f"line {mark.line + 1}" if mark is not None else None
+
+
+def _yaml_error(e: yaml.YAMLError, path: Path, error: type[QuorumError]) -> QuorumError:
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}" if mark else None
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return error(f"invalid YAML: {problem}", file=path, field=where)
 
 
 def parse_yaml(data: bytes, path: Path, error: type[QuorumError] = DefinitionError) -> Any:
-    """Parse YAML bytes strictly (no duplicate keys, plain types only);
-    errors name the file and the line."""
+    """Parse YAML bytes strictly (no duplicate keys, no anchors or aliases,
+    bounded depth, plain types only); errors name the file and the line."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise error("not UTF-8 text", file=path) from None
+    _check_shape(text, path, error)
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"invalid YAML: {problem}", file=path, field=where) from None
+        raise _yaml_error(e, path, error) from None
+    except ValueError as e:
+        # int() of a number with thousands of digits.
+        raise error(f"invalid YAML value: {str(e)[:100]}", file=path) from None
 
 
 # --- small typed accessors: each names the file and the field on failure ----
@@ -112,21 +163,23 @@ class _Fields:
         value = self.data[key]
         # bool is an int in Python; a YAML "yes" must not pass as a number.
         if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
-            raise self.err(key, f"expected {what or _tname(typ)}, got {_tname(type(value))} {value!r:.60}")
+            raise self.err(key, f"expected {what or _tname(typ)}, got {_tname(type(value))} {_short(value)}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > YAML_MAX_INT:
+            raise self.err(key, "number out of range (at most 64 bits)")
         return value
 
     def string(self, key: str, pattern: re.Pattern | None = None, *, required=False, default=None,
                what: str | None = None) -> str | None:
         value = self.get(key, str, required=required, default=default, what=what or "a string")
         if value is not None and pattern is not None and not pattern.match(value):
-            raise self.err(key, f"{value!r:.80} is not {what or 'valid'} (pattern {pattern.pattern})")
+            raise self.err(key, f"{_short(value)} is not {what or 'valid'} (pattern {pattern.pattern})")
         return value
 
     def str_list(self, key: str, pattern: re.Pattern | None = None, what: str = "a string") -> list[str]:
         items = self.get(key, list, default=[], what=f"a list of {what}s")
         for i, v in enumerate(items):
             if not isinstance(v, str) or (pattern is not None and not pattern.match(v)):
-                raise self.err(f"{key}[{i}]", f"expected {what}, got {v!r:.60}")
+                raise self.err(f"{key}[{i}]", f"expected {what}, got {_short(v)}")
         return items
 
     def env(self, key: str) -> tuple[tuple[str, str], ...]:
@@ -151,6 +204,16 @@ class _Fields:
         unknown = sorted(set(map(str, self.data)) - self.used)
         if unknown:
             raise self.err(unknown[0], "unknown field" + _suggest(unknown[0], self.used))
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, bounded before it is formatted (the
+    repr of a huge value would cost what the limits exist to prevent)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        r = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "(a very large number)"
+    else:
+        r = f"({_tname(type(value))} of {len(value)})" if hasattr(value, "__len__") else type(value).__name__
+    return r[:60] + ("…" if len(r) > 60 else "")
 
 
 def _tname(t: Any) -> str:
@@ -185,11 +248,12 @@ def load_config(root: Path) -> TreeConfig:
         raise DefinitionError(f"not a quorum tree: no {CONFIG_FILE} (give --tree DIR)", file=path)
     f = _Fields(load_yaml(path), path)
     name = f.string("name", NAME_RE, required=True, what="a tree name")
-    namespace = f.string("namespace", re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}$"), default=name,
+    namespace = f.string("namespace", re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}\Z"), default=name,
                          what="an image namespace")
     sde = f.get("source_date_epoch", int, default=1, what="an integer (seconds since 1970)")
-    if sde < 0:
-        raise f.err("source_date_epoch", "must not be negative")
+    if not 0 <= sde <= MAX_EPOCH:
+        # Past 9999-12-31 no tar, OCI config or ISO date can express it.
+        raise f.err("source_date_epoch", f"must be between 0 and {MAX_EPOCH} (9999-12-31)")
     defaults = _Fields(f.get("defaults", dict, default={}), path, "defaults")
     seed = defaults.string("seed", NAME_RE, what="a seed name")
     defaults.finish()
@@ -210,7 +274,9 @@ def load_config(root: Path) -> TreeConfig:
 
 # --- seeds -----------------------------------------------------------------
 
-ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+MAX_EPOCH = 253402300799
+
+ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._+@/-]*\Z")
 
 
 def load_seed(path: Path) -> Seed:
@@ -222,12 +288,12 @@ def load_seed(path: Path) -> Seed:
     for i, d in enumerate(f.get("packages", list, default=[])):
         g = _Fields(d, path, f"packages[{i}]")
         debs.append(SeedDeb(
-            name=g.string("name", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), required=True, what="a Debian package name"),
-            version=g.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+$"), required=True, what="a Debian version"),
-            arch=g.string("arch", re.compile(r"^[a-z0-9-]+$"), default="amd64", what="an architecture"),
+            name=g.string("name", re.compile(r"^[a-z0-9][a-z0-9.+-]*\Z"), required=True, what="a Debian package name"),
+            version=g.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+\Z"), required=True, what="a Debian version"),
+            arch=g.string("arch", re.compile(r"^[a-z0-9-]+\Z"), default="amd64", what="an architecture"),
             sha256=g.string("sha256", SHA256_RE, required=True, what="a sha256 (64 lower-case hex digits)"),
             size=g.get("size", int),
-            filename=g.string("filename", re.compile(r"^pool/[A-Za-z0-9._+~%/-]+\.deb$"), what="a pool/ path"),
+            filename=g.string("filename", re.compile(r"^pool/[A-Za-z0-9._+~%/-]+\.deb\Z"), what="a pool/ path"),
         ))
         g.finish()
     symlinks = []
@@ -240,14 +306,14 @@ def load_seed(path: Path) -> Seed:
     seed = Seed(
         name=name, definition_file=path,
         description=f.string("description", default=""),
-        arch=f.string("arch", re.compile(r"^[a-z0-9-]+$"), default="amd64"),
-        request=tuple(f.str_list("request", re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+~:-]+)?$"),
+        arch=f.string("arch", re.compile(r"^[a-z0-9-]+\Z"), default="amd64"),
+        request=tuple(f.str_list("request", re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+~:-]+)?\Z"),
                                  "a Debian package name")),
         debs=tuple(sorted(debs, key=lambda d: (d.name, d.arch))),
         symlinks=tuple(sorted(symlinks)),
         env=f.env("env") if "env" in f.data else (),
         exclude=tuple(f.str_list("exclude", what="a path glob")),
-        omit=tuple(sorted(f.str_list("omit", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), "a Debian package name"))),
+        omit=tuple(sorted(f.str_list("omit", re.compile(r"^[a-z0-9][a-z0-9.+-]*\Z"), "a Debian package name"))),
     )
     f.finish()
     requested = {r.split("=", 1)[0] for r in seed.request}
@@ -295,11 +361,22 @@ def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None
         raise f.err("build", f"give either a build script or a {CONTAINERFILE}, not both")
     pkg_files = scan.files
     for rel in pkg_files:
-        if rel in files_seen:
-            raise DefinitionError(f"file {rel!r} beside the definition has the same name as a source",
-                                  file=path, field=files_seen[rel])
+        # A folder named like a source ("x.tar.gz/evil") would land on the
+        # verified source's path in the build folder.
+        top_name = rel.split("/", 1)[0]
+        if top_name in files_seen:
+            raise DefinitionError(f"{'file' if top_name == rel else 'folder'} {top_name!r} beside the definition "
+                                  "has the same name as a source", file=path, field=files_seen[top_name])
+    cf_text = None
+    if has_cf:
+        raw = read_regular(containerfile, limit=DEFINITION_LIMIT, single_link=True, error=DefinitionError,
+                           what="Containerfile")
+        try:
+            cf_text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DefinitionError("not UTF-8 text", file=containerfile) from None
     same_as_seed = []
-    if "audit" in f.data:
+    if f.data.get("audit") is not None:
         a = _Fields(f.get("audit", dict), path, "audit")
         for k, v in a.get("same-as-seed", dict, default={}, what="a mapping of path: reason").items():
             if not isinstance(k, str) or k.startswith("/") or ".." in k.split("/") or not k:
@@ -316,10 +393,13 @@ def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None
         description=f.string("description", default=""),
         seed=f.string("seed", NAME_RE, what="a seed name"),
         deps=tuple(deps), sources=tuple(sources), env=f.env("env"),
-        build=build, containerfile=containerfile if has_cf else None, test=test,
+        build=build, containerfile=containerfile if has_cf else None, containerfile_text=cf_text, test=test,
         files=tuple(pkg_files), raw=f.data,
     )
     f.finish()
+    if cf_text is not None:
+        from .render import check_package_template   # jinja2 only for trees that need it
+        check_package_template(pkg)
     return pkg
 
 
@@ -327,22 +407,23 @@ def _load_source(data: Any, path: Path, prefix: str, name: str, version: str) ->
     g = _Fields(data, path, prefix)
     sha = g.string("sha256", SHA256_RE, required=True, what="a sha256 (64 lower-case hex digits)")
     urls = []
-    if "url" in g.data:
+    g.used.update(("url", "debian"))   # a null is the same as absent
+    if g.data.get("url") is not None:
         urls.append(g.string("url"))
     urls += g.str_list("urls", what="a URL")
     for i, u in enumerate(urls):
         u = expand(u, name, version)
-        if not re.match(r"^(https?|file)://[^\s]+$", u):
-            raise g.err("url" if i == 0 and "url" in g.data else "urls",
+        if not re.match(r"^(https?|file)://[^\s]+\Z", u):
+            raise g.err("url" if i == 0 and g.data.get("url") is not None else "urls",
                         f"{u!r:.80} is not an http(s):// or file:// URL")
         urls[i] = u
     deb = None
-    if "debian" in g.data:
+    if g.data.get("debian") is not None:
         d = _Fields(g.get("debian", dict), path, f"{prefix}.debian")
         deb = DebianOrigin(
-            package=d.string("package", re.compile(r"^[a-z0-9][a-z0-9.+-]*$"), required=True,
+            package=d.string("package", re.compile(r"^[a-z0-9][a-z0-9.+-]*\Z"), required=True,
                              what="a Debian source package name"),
-            version=d.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+$"), what="a Debian version"))
+            version=d.string("version", re.compile(r"^[A-Za-z0-9.+~:-]+\Z"), what="a Debian version"))
         d.finish()
     if not urls and deb is None:
         raise g.err("url", "a source needs at least one URL or a debian: origin")
@@ -386,10 +467,16 @@ def _scan_package(pkg_dir: Path) -> _Scan:
             if e.is_symlink():
                 raise DefinitionError("symlinks are not allowed in a package folder", file=p)
             if e.is_dir(follow_symlinks=False):
+                if not prefix and e.name in (PACKAGE_FILE, CONTAINERFILE):
+                    raise DefinitionError("expected a regular file, found a directory", file=p)
                 stack.append((p, rel + "/"))
                 continue
             if not e.is_file(follow_symlinks=False):
                 raise DefinitionError("only regular files are allowed in a package folder", file=p)
+            if e.stat(follow_symlinks=False).st_nlink > 1:
+                # A hard link has another file's bytes under this name: a
+                # link to /etc/shadow would ship the secret into a build.
+                raise DefinitionError("hard-linked file in a package folder; copy it instead", file=p)
             if not prefix:
                 top.add(e.name)
             if rel in (PACKAGE_FILE, CONTAINERFILE):
@@ -417,11 +504,11 @@ class ParseCache:
         self.entries: dict[str, list] = {}
         self.dirty = False
         try:
-            doc = json.loads(path.read_bytes())
-            if doc.get("format") == self.FORMAT and isinstance(doc.get("entries"), dict):
+            doc = load_json(path, limit=JSON_LIMIT)
+            if isinstance(doc, dict) and doc.get("format") == self.FORMAT and isinstance(doc.get("entries"), dict):
                 self.entries = doc["entries"]
-        except (OSError, ValueError, AttributeError):
-            pass
+        except QuorumError:
+            pass   # no cache, or an unusable one: parse everything
 
     @staticmethod
     def _key(st: os.stat_result) -> list[int]:
@@ -429,11 +516,11 @@ class ParseCache:
 
     def load(self, path: Path) -> Any:
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             raise DefinitionError("file not found", file=path) from None
         hit = self.entries.get(str(path))
-        if hit is not None and hit[0] == self._key(st):
+        if isinstance(hit, list) and len(hit) == 2 and hit[0] == self._key(st):
             return hit[1]
         data = load_yaml(path)
         # Only what survives a JSON round trip unchanged is cached (YAML can
@@ -464,13 +551,20 @@ def load_tree(root: str | os.PathLike) -> Tree:
     cache = ParseCache(config.path / "out" / ".quorum" / "parsed.json")
     seeds: dict[str, Seed] = {}
     seeds_dir = config.path / "bootstrap" / "seeds"
+    if seeds_dir.is_symlink() or (seeds_dir.exists() and not within(config.path, seeds_dir)):
+        raise DefinitionError("must be a folder of the tree, not a symlink to elsewhere", file=seeds_dir)
     if seeds_dir.is_dir():
         for p in sorted(seeds_dir.glob("*.yaml")):
             s = load_seed(p)
             seeds[s.name] = s
     packages: dict[str, Package] = {}
     for kind, sub in (("bootstrap", config.path / "bootstrap"), ("package", config.path / "packages")):
+        if sub.is_symlink() or (sub.exists() and not within(config.path, sub)):
+            # Its files would go into build contexts from wherever it points.
+            raise DefinitionError("must be a folder of the tree, not a symlink to elsewhere", file=sub)
         if not sub.is_dir():
+            if sub.exists():
+                raise DefinitionError("expected a folder", file=sub)
             continue
         with os.scandir(sub) as it:
             entries = sorted(it, key=lambda e: e.name)

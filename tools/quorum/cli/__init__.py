@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 
 from ..errors import QuorumError
+from ..text import printable
+
+# Exit codes, the same for every verb (docs/exit-codes.md).
+EXIT_OK, EXIT_FAILED, EXIT_INFRA, EXIT_USAGE = 0, 1, 2, 3
+EXIT_INTERNAL = 70     # sysexits' EX_SOFTWARE: a bug in quorum
 
 # Verb modules, in the order their verbs appear in --help.  A module that is
 # missing (work in progress on a branch) is skipped rather than breaking
@@ -88,12 +93,46 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except QuorumError as e:
-        print(f"quorum: error: {e}", file=sys.stderr)
+        # The message may quote a definition's values or a file name:
+        # escaped, so a planted escape sequence cannot rewrite the screen.
+        print(f"quorum: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
         return 130
+    except BaseException as e:   # noqa: BLE001 - the last line of defence: never a traceback
+        if isinstance(e, SystemExit):
+            raise
+        if os.environ.get("QUORUM_DEBUG"):
+            raise
+        msg, code = describe_unexpected(e)
+        print(f"quorum: error: {printable(msg)}", file=sys.stderr)
+        return code
     return int(rc or 0)
+
+
+def describe_unexpected(e: BaseException) -> tuple[str, int]:
+    """One line and an exit code for an exception no room of quorum turned
+    into a QuorumError: the file system's (full disk, permissions, a folder
+    where a file belongs), or a bug in quorum, said as such."""
+    import errno
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else "(unknown path)"
+        if e.errno == errno.ENOSPC:
+            return f"{where}: no space left on device; free some space there and rerun", EXIT_INFRA
+        if e.errno == errno.EDQUOT:
+            return f"{where}: disk quota exceeded; free some space there and rerun", EXIT_INFRA
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return f"{where}: permission denied; fix its ownership or run as its owner", EXIT_USAGE
+        if e.errno == errno.EROFS:
+            return f"{where}: read-only file system", EXIT_USAGE
+        return f"{where}: {e.strerror or e}", EXIT_USAGE
+    if isinstance(e, MemoryError):
+        return "out of memory (an input far larger than expected?)", EXIT_INFRA
+    if isinstance(e, RecursionError):
+        return "input nested too deeply", EXIT_USAGE
+    return (f"internal error (a bug in quorum, please report it): {type(e).__name__}: {e}; "
+            "rerun with QUORUM_DEBUG=1 for the traceback", EXIT_INTERNAL)
 
 
 if __name__ == "__main__":
