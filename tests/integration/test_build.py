@@ -147,11 +147,11 @@ def test_cycle_and_missing_dependency_are_one_line_errors(fixture_tree):
     yml = fixture_tree / "packages" / "base" / "package.yaml"
     yml.write_text(yml.read_text().replace("name: base\n", "name: base\ndeps: [top]\n"))
     p = run_quorum("build", "--tree", str(fixture_tree))
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 3 and "Traceback" not in p.stderr
     assert "dependency cycle:" in p.stderr and "top" in p.stderr and "base" in p.stderr
     yml.write_text(yml.read_text().replace("deps: [top]", "deps: [nope]"))
     p = run_quorum("graph", "--tree", str(fixture_tree))
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 3 and "Traceback" not in p.stderr
     assert "packages/base/package.yaml: deps[0]: dependency 'nope' does not exist" in p.stderr
 
 

@@ -243,3 +243,36 @@ def test_terminal_escapes_in_an_error_are_not_printed_raw(tmp_path):
     t = write_tree(tmp_path / "t", {"p": "name: p\nversion: \"1\\e]0;owned\\a\"\nbuild: 'true'\n"})
     line = refused(graph(t), "packages/p/package.yaml")
     assert "\x1b" not in line and "\\x1b" in line
+
+
+# --- machine-written files that someone replaced ------------------------------------
+
+def test_json_readers_refuse_deep_nesting_and_fifos(tmp_path):
+    from quorum import manifest, oci, translog
+    from quorum.errors import QuorumError
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 10_000 + "]" * 10_000)
+    with pytest.raises(manifest.ManifestError, match="nested"):
+        manifest.load(deep)
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "index.json").write_text('{"manifests": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    with pytest.raises(ValueError, match="nested"):
+        oci.read_layout(layout)
+    fifo = tmp_path / "log.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(QuorumError, match="named pipe"):
+        translog.read(fifo)
+    os.mkfifo(tmp_path / "manifest.json")
+    with pytest.raises(manifest.ManifestError, match="named pipe"):
+        manifest.load(tmp_path / "manifest.json")
+
+
+def test_challenge_of_a_deeply_nested_manifest_is_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"format": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
+    p = subprocess.run([sys.executable, "-m", "quorum", "challenge", str(deep), str(deep)], env=env,
+                       capture_output=True, text=True, timeout=TIME_LIMIT)
+    assert p.returncode not in (0, 1) and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "nested" in p.stderr

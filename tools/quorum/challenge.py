@@ -26,6 +26,7 @@ from tabulate import tabulate
 from . import manifest as manifest_mod
 from .diff import UnreadableError, printable
 from .manifest import Manifest
+from .safeio import JSON_LIMIT, read_regular
 
 IDENTICAL, DIFFERING, MISSING = "identical", "differing", "missing"
 
@@ -101,10 +102,7 @@ def load(specs: list[str]) -> dict[str, Manifest]:
         label, path = parse_spec(spec)
         if label in out:
             raise UnreadableError(f"label {label!r} is used twice; name the manifests with LABEL=PATH")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise UnreadableError(f"cannot read: {e.strerror or e}", file=path) from None
+        data = read_regular(path, limit=JSON_LIMIT, error=UnreadableError, what="manifest")
         try:
             out[label] = manifest_mod.parse(data, str(path))
         except manifest_mod.ManifestError as e:

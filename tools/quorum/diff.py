@@ -583,7 +583,9 @@ def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _metadata(layout: Path, info: dict) -> dict[str, Any]:
-    config = json.loads(oci.blob_path(layout, info["config_digest"]).read_bytes())
+    config = oci.read_json(oci.blob_path(layout, info["config_digest"]))
+    if not isinstance(config, dict):
+        raise ValueError("the image config is not a JSON object")
     if isinstance(config.get("rootfs"), dict):
         # The layer digest is reported on its own; repeating it here is noise.
         config["rootfs"].pop("diff_ids", None)

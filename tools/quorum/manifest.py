@@ -8,13 +8,13 @@ bytes and ``git diff manifests/`` stays silent.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import canon
 from .errors import QuorumError
+from .safeio import JSON_LIMIT, loads_json, read_regular
 
 FORMAT = "quorum.manifest/1"
 
@@ -78,9 +78,10 @@ class Manifest:
 
 def parse(data: bytes, source: str = "manifest") -> Manifest:
     try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"not valid JSON: {e}", file=source) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError("not UTF-8 text", file=source) from None
+    doc = loads_json(text, file=source, error=ManifestError)
     if not isinstance(doc, dict):
         raise ManifestError("expected a JSON object", file=source)
     if doc.get("format") != FORMAT:
@@ -103,9 +104,9 @@ def parse(data: bytes, source: str = "manifest") -> Manifest:
 
 
 def load(path: Path) -> Manifest | None:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    return parse(path.read_bytes(), str(path))
+    return parse(read_regular(path, limit=JSON_LIMIT, error=ManifestError, what="manifest"), str(path))
 
 
 def updated(previous: Manifest | None, tree: str, entries: dict[str, Entry],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import canon
-from .errors import UnsafeArchiveError
+from .errors import QuorumError, UnsafeArchiveError
+from .safeio import JSON_LIMIT, load_json
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -248,17 +248,31 @@ def write_layout(layout: Path, layer_file: Path, layer: LayerInfo, *, epoch: int
                  size=layer.size + cfg_size + man_size)
 
 
+def read_json(path: Path):
+    """A JSON document of a layout (which may come from anyone: `quorum
+    diff` reads other people's artifacts), bounded in size and depth; any
+    problem is a ValueError, as read_layout promises."""
+    try:
+        return load_json(path, limit=JSON_LIMIT)
+    except QuorumError as e:
+        raise ValueError(str(e)) from None
+
+
 def read_layout(layout: Path) -> dict:
     """Parse a layout written by ``write_layout``; returns
     {digest, manifest, config_digest, layer_digest, layer_path}.  Raises
     ValueError when anything is missing or inconsistent."""
-    index = json.loads((layout / "index.json").read_bytes())
-    mans = index.get("manifests") or []
+    index = read_json(layout / "index.json")
+    mans = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(mans, list):
+        raise ValueError(f"{layout}/index.json: not an OCI image index")
     if len(mans) != 1:
         raise ValueError(f"{layout}/index.json: expected exactly one manifest")
     digest = mans[0]["digest"]
     man_path = blob_path(layout, digest)
-    manifest = json.loads(man_path.read_bytes())
+    manifest = read_json(man_path)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{man_path}: not an OCI image manifest")
     layers = manifest.get("layers") or []
     if len(layers) != 1:
         raise ValueError(f"{man_path}: expected exactly one layer")

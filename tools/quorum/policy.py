@@ -17,6 +17,7 @@ from pathlib import Path
 from . import canon
 from .errors import DefinitionError, QuorumError
 from .gpg import Home, KeyInfo, is_fingerprint
+from .safeio import DEFINITION_LIMIT, read_regular
 from .tree import _Fields, parse_yaml
 
 FORMAT = "quorum.policy/1"
@@ -108,10 +109,9 @@ class Policy:
 def load(path: Path) -> Policy:
     """Read and validate a policy file strictly (unknown fields, wrong types,
     unsatisfiable thresholds: one error naming the file and the field)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PolicyError("no trust policy (see docs/trust.md to create one)", file=path) from None
+    if not path.exists() and not path.is_symlink():
+        raise PolicyError("no trust policy (see docs/trust.md to create one)", file=path)
+    data = read_regular(path, limit=DEFINITION_LIMIT, error=PolicyError, what="policy")
     f = _Fields(_parse_yaml(data, path), path)
     fmt = f.string("format", required=True)
     if fmt != FORMAT:
@@ -172,9 +172,7 @@ def check_key_file(home: Home, path: Path, fingerprint: str) -> KeyInfo:
     and would need an agent to import."""
     if path.is_symlink() or not path.is_file():
         raise PolicyError("missing, or not a regular file (each anchor needs its public key here)", file=path)
-    data = path.read_bytes()
-    if len(data) > MAX_KEY_FILE:
-        raise PolicyError(f"larger than {MAX_KEY_FILE} bytes; not a public key", file=path)
+    data = read_regular(path, limit=MAX_KEY_FILE, error=PolicyError, what="key file")
     keys = home.show_keys(data)
     if not keys:
         raise PolicyError("holds no OpenPGP public key (malformed armor?)", file=path)

@@ -163,7 +163,7 @@ def loads_json(data: bytes | str, *, file: str | os.PathLike | None = None,
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as e:
-        raise error(f"invalid JSON: {str(e)[:200]}", file=where) from None
+        raise error(f"not valid JSON: {str(e)[:200]}", file=where) from None
 
 
 def load_json(path: str | os.PathLike, *, limit: int = JSON_LIMIT, error: type[QuorumError] = InputError,

@@ -16,7 +16,6 @@ any point leaves either the old artifact, or nothing that counts as done.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from typing import Iterator
 
 from . import canon, oci
 from .errors import QuorumError
+from .safeio import load_json
 
 RECORD_FORMAT = 1
 
@@ -69,12 +69,12 @@ class Store:
     # --- reading -----------------------------------------------------------
     def record(self, name: str) -> Record | None:
         try:
-            doc = json.loads(self.record_path(name).read_bytes())
-            if doc.pop("format", None) != RECORD_FORMAT:
+            doc = load_json(self.record_path(name), limit=1 << 20)
+            if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
                 return None
             return Record(**doc)
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
+        except (QuorumError, ValueError, TypeError):
+            return None   # no record, or one that cannot be trusted: rebuild
 
     def lookup(self, name: str, input_hash: str, *, deep: bool = False) -> Record | None:
         """The artifact for exactly these inputs, if one is whole on disk."""

@@ -9,7 +9,6 @@ manifest.  See docs/spec/log.md.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +17,9 @@ from pathlib import Path
 from . import canon
 from .errors import QuorumError
 from .gpg import is_fingerprint
+from .safeio import JSON_LIMIT, loads_json, read_regular
+
+LOG_LIMIT = JSON_LIMIT
 
 GENESIS = "0" * 64
 FIELDS = ("hash", "manifest_sha256", "prev", "seq", "serial", "signature_sha256", "signer", "time", "tree")
@@ -47,9 +49,10 @@ def timestamp(now: datetime) -> str:
 def read(path: Path) -> list[dict]:
     """All entries, each checked for shape and for its canonical spelling
     (one spelling per entry, so the file's bytes are fixed by its content)."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    data = path.read_bytes()
+    # Bounded and checked: a FIFO here would hang verify, a huge file exhaust memory.
+    data = read_regular(path, limit=LOG_LIMIT, error=LogError, what="log")
     if data and not data.endswith(b"\n"):
         raise LogError("the last line is not terminated (a torn write?)", file=path)
     return [_parse_line(line, path, i) for i, line in enumerate(data.split(b"\n")[:-1], start=1)]
@@ -58,8 +61,8 @@ def read(path: Path) -> list[dict]:
 def _parse_line(line: bytes, path: Path, lineno: int) -> dict:
     where = f"line {lineno}"
     try:
-        e = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        e = loads_json(line.decode("utf-8"), file=path, error=LogError)
+    except (UnicodeDecodeError, LogError):
         raise LogError("not a JSON object", file=path, field=where) from None
     if not isinstance(e, dict) or tuple(sorted(e)) != FIELDS:
         raise LogError(f"expected exactly the fields {', '.join(FIELDS)}", file=path, field=where)

@@ -15,7 +15,6 @@ head, which is what turns "valid" into "not rolled back".
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from .errors import QuorumError
 from .gpg import Home, is_fingerprint
 from .manifest import Manifest, ManifestError
 from .model import NAME_RE
+from .safeio import JSON_LIMIT, loads_json, read_regular
 from .tree import load_config
 
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -44,10 +44,9 @@ def load_manifest(path: Path) -> tuple[Manifest, bytes]:
     """The manifest and its bytes, which must be the canonical form: the
     bytes are what is signed, and a second spelling of the same content
     would be a second thing to sign."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ManifestError("no manifest: run 'quorum build' first", file=path) from None
+    if not path.exists() and not path.is_symlink():
+        raise ManifestError("no manifest: run 'quorum build' first", file=path)
+    data = read_regular(path, limit=JSON_LIMIT, error=ManifestError, what="manifest")
     man = manifest_mod.parse(data, str(path))
     if man.to_bytes() != data:
         raise ManifestError("not in canonical form (edited by hand?); rebuild to rewrite it", file=path)
@@ -91,12 +90,16 @@ def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
     if p.is_symlink() or not p.is_file():
         c.problem = "not a regular file"
         return c
-    raw = p.read_bytes()
+    try:
+        # The size is checked before anything is read: a 3 GB file here
+        # must cost nothing.
+        raw = read_regular(p, limit=MAX_SIGNATURE, error=VerifyError, what="signature")
+    except VerifyError as e:
+        c.problem = f"{e.message}; not a detached signature"
+        return c
     c.sha256 = canon.sha256_bytes(raw)
     if p.suffix != ".asc" or not is_fingerprint(p.stem):
         c.problem = "not named <PRIMARY-FINGERPRINT>.asc"
-    elif len(raw) > MAX_SIGNATURE:
-        c.problem = f"larger than {MAX_SIGNATURE} bytes; not a detached signature"
     else:
         v = home.verify_detached(raw, data)
         c.problem = v.problem()
@@ -165,13 +168,14 @@ class State:
     @classmethod
     def load(cls, state_dir: Path, tree: str) -> "State":
         p = cls.path(state_dir, tree)
-        try:
-            doc = json.loads(p.read_bytes())
-        except FileNotFoundError:
+        if not p.exists() and not p.is_symlink():
             return cls()
-        except ValueError:
-            raise VerifyError("unreadable; remove it to start over (this forgets what was accepted)",
-                              file=p) from None
+        try:
+            doc = loads_json(read_regular(p, limit=JSON_LIMIT, error=VerifyError, what="state file"),
+                             file=p, error=VerifyError)
+        except VerifyError as e:
+            raise VerifyError(f"unreadable ({e.message}); remove it to start over (this forgets what "
+                              "was accepted)", file=p) from None
         if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
             raise VerifyError(f"not a {STATE_FORMAT} file", file=p)
         log = doc.get("log") or {}
