@@ -137,7 +137,7 @@ def test_tampered_source_is_refused_and_not_cached(fixture_tree, engine, tmp_pat
     r = res.nodes["victim"]
     assert r.status == "failed" and r.failure == "fetch"
     assert "t.txt" in r.error and "mismatch" in r.error and f"expected sha256 {sha}" in r.error
-    assert hashlib.sha256(b"tampered\n").hexdigest() in r.error
+    assert hashlib.sha256(b"tampered\n").hexdigest() not in r.error and "other bytes" in r.error
     assert not SourceCache().has(sha)
     assert not (fixture_tree / "out" / "victim").exists()
     assert [e for e in events if e["event"] == "fetch"][0]["origin"].startswith("file://")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import http.server
 import threading
 
@@ -34,7 +35,9 @@ def test_mismatch_names_file_origin_hashes_and_caches_nothing(tmp_path):
         c.fetch(s, where="packages/x/package.yaml")
     msg = str(ei.value)
     assert "f.txt" in msg and f"file://{tmp_path}/f.txt: mismatch" in msg
-    assert s.sha256 in msg and hashlib.sha256(b"tampered").hexdigest() in msg
+    # The pin is named; the local file's own hash is not (a definition
+    # pointing at file:///etc/shadow must not learn its digest).
+    assert s.sha256 in msg and hashlib.sha256(b"tampered").hexdigest() not in msg and "other bytes" in msg
     assert "packages/x/package.yaml" in msg
     assert not c.has(s.sha256)
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
@@ -95,3 +98,74 @@ def test_all_origins_must_agree(tmp_path):
                urls=(f"file://{tmp_path}/a.txt", f"file://{tmp_path}/b.txt"))
     with pytest.raises(FetchError, match="origins disagree"):
         c.fetch(s, all_origins=True)
+
+
+def test_corrupted_cache_entry_is_found_and_replaced(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"good")
+    c = SourceCache(tmp_path / "cache")
+    s = src(f"file://{tmp_path}/f.txt", b"good")
+    c.fetch(s)
+    p = c.path(s.sha256)
+    p.chmod(0o644)
+    p.write_bytes(b"rotten")
+    events = []
+    assert c.fetch(s, verify=True, emit=events.append) == p
+    assert p.read_bytes() == b"good"
+    assert [e for e in events if e["event"] == "cache-corrupt"]
+
+
+def test_corrupted_cache_entry_is_not_kept_by_all_origins(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"good")
+    c = SourceCache(tmp_path / "cache")
+    s = src(f"file://{tmp_path}/f.txt", b"good")
+    c.fetch(s)
+    c.path(s.sha256).chmod(0o644)
+    c.path(s.sha256).write_bytes(b"rotten")
+    assert c.fetch(s, all_origins=True).read_bytes() == b"good"
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "dir"])
+def test_file_urls_must_be_regular_files(tmp_path, target):
+    from quorum.fetch import _download
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        target = str(tmp_path / "fifo")
+    elif target == "dir":
+        target = str(tmp_path)
+    with pytest.raises(FetchError):
+        _download(f"file://{target}", tmp_path / "out")
+
+
+def test_downloads_are_bounded_and_redirects_keep_the_scheme(tmp_path):
+    import http.server
+    import threading
+    from quorum.fetch import _download
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "https://127.0.0.1:1/x")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(1000):          # "endless", but bounded for the test
+                    self.wfile.write(b"z" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_port}"
+        with pytest.raises(FetchError, match="more than 100000 bytes"):
+            _download(base + "/endless", tmp_path / "a", limit=100_000)
+        with pytest.raises(FetchError, match="redirected from http: to https:"):
+            _download(base + "/redirect", tmp_path / "b")
+    finally:
+        srv.shutdown()

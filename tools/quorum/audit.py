@@ -21,8 +21,11 @@ from pathlib import Path
 from . import oci
 from .model import Tree
 from .store import Store
+from .text import printable
 
 PT_DYNAMIC, PT_INTERP = 2, 3
+# 65,535 headers of 56 bytes is the format's ceiling; real files have < 20.
+MAX_PHDRS = 1 << 20
 
 
 @dataclass
@@ -33,7 +36,10 @@ class Finding:
     detail: str
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        # Tar names that were not UTF-8 are escaped (\xNN) rather than
+        # written as lone surrogates, which strict JSON readers refuse.
+        return {"package": self.package, "path": printable(self.path), "check": self.check,
+                "detail": printable(self.detail)}
 
 
 @dataclass
@@ -73,6 +79,8 @@ def elf_dynamic_parts(head: bytes, read_at) -> list[str]:
     else:
         return ["unknown ELF class"]
     found = []
+    if phentsize * phnum > MAX_PHDRS:
+        return ["implausible program header table"]
     table = read_at(phoff, phentsize * phnum)
     for i in range(phnum):
         if (i + 1) * phentsize > len(table):
@@ -84,6 +92,13 @@ def elf_dynamic_parts(head: bytes, read_at) -> list[str]:
         elif p_type == PT_DYNAMIC:
             found.append("PT_DYNAMIC (has a dynamic section)")
     return found
+
+
+def _reader(f):
+    def read_at(off: int, n: int) -> bytes:
+        f.seek(off)
+        return f.read(n)
+    return read_at
 
 
 def _layer(store: Store, name: str) -> Path:
@@ -125,12 +140,12 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
                 if not m.isreg():
                     continue
                 result.files += 1
+                # Streamed: memory stays constant whatever the file's size.
                 f = tf.extractfile(m)
                 head = f.read(64)
                 h = hashlib.sha256(head)
-                rest = f.read()
-                h.update(rest)
-                data = head + rest
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
                 if m.size > 0 and h.hexdigest() in hashes:
                     s, p = hashes[h.hexdigest()]
                     finding = Finding(n, m.name, "seed-file", f"identical to /{p} of seed {s}")
@@ -143,6 +158,6 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
                         result.findings.append(finding)
                 if head[:4] == b"\x7fELF":
                     result.elf_files += 1
-                    for what in elf_dynamic_parts(head, lambda off, k: data[off:off + k]):
+                    for what in elf_dynamic_parts(head, _reader(f)):
                         result.findings.append(Finding(n, m.name, "dynamic-elf", what))
     return result

@@ -55,6 +55,20 @@ class SourceCache:
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    def check(self, sha256: str, *, emit: Emit = lambda e: None, where: str = "") -> bool:
+        """Re-hash a cached file; a corrupted entry (a disk error, a hand
+        edit, a planted file) is removed, so the next fetch gets the pinned
+        bytes again instead of trusting the name.  True if it is good."""
+        p = self.path(sha256)
+        if not p.is_file():
+            return False
+        if _sha256(p) == sha256:
+            return True
+        p.unlink(missing_ok=True)
+        emit({"event": "cache-corrupt", "sha256": sha256, "package": where,
+              "detail": "cached file did not match its name; removed"})
+        return False
+
     def _tmpdir(self) -> Path:
         t = self.root / "tmp"
         t.mkdir(parents=True, exist_ok=True)
@@ -78,14 +92,18 @@ class SourceCache:
 
     # --- sources ------------------------------------------------------------
     def fetch(self, src: Source, *, emit: Emit = lambda e: None, where: str = "",
-              all_origins: bool = False) -> Path:
+              all_origins: bool = False, verify: bool = False) -> Path:
         """Return the cached path of ``src``, fetching it if needed.
 
         A file not yet in the cache is fetched from *every* origin that
         answers, and they must agree: an origin serving other bytes than the
         pin is a compromised mirror, a re-rolled tarball, or a wrong pin, and
         a person should look before anything is built from it.  With
-        ``all_origins`` this is done even for a cached file."""
+        ``all_origins`` this is done even for a cached file.  With ``verify``
+        (or ``all_origins``) a cached file is re-hashed first, and removed
+        if it no longer matches."""
+        if verify or all_origins:
+            self.check(src.sha256, emit=emit, where=where)
         if self.has(src.sha256) and not all_origins:
             return self.path(src.sha256)
         attempts: list[Attempt] = []
@@ -115,7 +133,10 @@ class SourceCache:
                     attempts.append(Attempt(origin, "ok"))
                     ok_origins.append(origin)
                 else:
-                    attempts.append(Attempt(origin, "mismatch", f"got sha256 {actual}"))
+                    # Not the hash of a local file: a definition pointing at
+                    # file:///etc/shadow must not learn that file's digest.
+                    detail = "other bytes" if origin.startswith("file:") else f"got sha256 {actual}"
+                    attempts.append(Attempt(origin, "mismatch", detail))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         mismatches = [a for a in attempts if a.result == "mismatch"]
@@ -213,20 +234,70 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
-def _download(url: str, dst: Path, timeout: int = 30) -> Path:
-    """HTTP(S) or file:// into ``dst``.  No redirects to other schemes; the
-    hash check afterwards is what makes any origin safe to try."""
+# Bounds on one download.  The hash check makes any bytes safe to *try*, but
+# not any amount of them: an endless body (file:///dev/zero, a hostile
+# server) would fill the disk, and a server sending a byte a minute would hold
+# the build forever, since a socket timeout only limits each read.
+MAX_SOURCE_BYTES = int(os.environ.get("QUORUM_MAX_SOURCE_BYTES", 2 << 30))
+DOWNLOAD_DEADLINE = float(os.environ.get("QUORUM_DOWNLOAD_DEADLINE", 1800))
+
+
+def _copy_bounded(r, f, url: str, limit: int, deadline: float) -> None:
+    import time
+    total = 0
+    while chunk := r.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise FetchError(f"{url}: more than {limit} bytes; refused (set QUORUM_MAX_SOURCE_BYTES "
+                             "for a larger source)")
+        if time.monotonic() > deadline:
+            raise FetchError(f"{url}: not complete after {DOWNLOAD_DEADLINE:.0f} s; refused "
+                             "(set QUORUM_DOWNLOAD_DEADLINE for a slower origin)")
+        f.write(chunk)
+
+
+def _download(url: str, dst: Path, timeout: int = 30, limit: int | None = None) -> Path:
+    """HTTP(S) or file:// into ``dst``, bounded in size and time.  Redirects
+    keep the scheme (no https -> http downgrade, no jump to file: or ftp:);
+    the hash check afterwards is what makes any origin safe to try."""
     # Imported here: urllib.request pulls in http, email and ssl, which a
     # build whose sources are all cached never needs.
+    import stat
+    import time
     import urllib.parse
     import urllib.request
+    limit = MAX_SOURCE_BYTES if limit is None else limit
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
-        shutil.copyfile(urllib.request.url2pathname(parsed.path), dst)
+        path = urllib.request.url2pathname(parsed.path)
+        try:
+            # O_NONBLOCK: a FIFO would block the open; fstat then refuses
+            # anything but a regular file (/dev/zero, a directory).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise FetchError(f"{url}: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FetchError(f"{url}: not a regular file")
+        with os.fdopen(fd, "rb") as src, open(dst, "wb") as f:
+            _copy_bounded(src, f, url, limit, deadline)
         return dst
     if parsed.scheme not in ("http", "https"):
         raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
+
+    class SameScheme(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            target = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme
+            if target != parsed.scheme:
+                raise FetchError(f"{url}: redirected from {parsed.scheme}: to {target}:; refused")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    opener = urllib.request.build_opener(SameScheme())
     req = urllib.request.Request(url, headers={"User-Agent": "quorum"})
-    with urllib.request.urlopen(req, timeout=timeout) as r, open(dst, "wb") as f:
-        shutil.copyfileobj(r, f, 1 << 20)
+    with opener.open(req, timeout=timeout) as r, open(dst, "wb") as f:
+        length = r.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise FetchError(f"{url}: {length} bytes announced, more than {limit}; refused")
+        _copy_bounded(r, f, url, limit, deadline)
     return dst

@@ -6,6 +6,7 @@ import json
 
 from .lazy import lazy
 from .ui import table
+from ..text import printable
 
 auditmod = lazy("quorum.audit")
 treemod = lazy("quorum.tree")
@@ -29,13 +30,13 @@ def cmd_audit(args) -> int:
         print(json.dumps(res.to_json(), sort_keys=True))
         return 0 if res.ok else 1
     if res.findings:
-        print(table([[f.package, f.path, f.check, f.detail] for f in res.findings],
+        print(table([[f.package, printable(f.path), f.check, printable(f.detail)] for f in res.findings],
                     ["package", "file", "check", "detail"]))
     if res.allowed:
         print(f"{len(res.allowed)} files equal a seed file and are allowed by their package "
               "(audit.same-as-seed; text only):")
         for f in res.allowed:
-            print(f"  {f.package}: {f.path} ({f.detail})")
+            print(f"  {f.package}: {printable(f.path)} ({printable(f.detail)})")
     for m in res.missing:
         print(f"not audited: {m}")
     print(f"{len(res.checked)} packages, {res.files} files ({res.elf_files} ELF) checked against "

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..errors import QuorumError
+from ..text import printable
 from .lazy import lazy
 from .ui import event_sink, short, table
 
@@ -108,11 +109,11 @@ def cmd_build(args) -> int:
         print(f"({sum(1 for r in result.nodes.values() if r.status == 'cached')} cached nodes not listed; "
               "-v lists every node)")
     for r in result.failed():
-        print(f"\n{r.name} failed ({r.failure}): {r.error}", file=sys.stderr)
+        print(f"\n{r.name} failed ({r.failure}): {printable(str(r.error))}", file=sys.stderr)
         if r.log_tail:
             print("  last lines of the log:", file=sys.stderr)
             for line in r.log_tail:
-                print(f"  | {line}", file=sys.stderr)
+                print(f"  | {printable(line)}", file=sys.stderr)
         if r.log_path:
             print(f"  full log: {r.log_path}", file=sys.stderr)
     for gname, gate in sorted(result.gates.items()):
@@ -162,11 +163,14 @@ def cmd_fetch(args) -> int:
                 n += len(seedmod.fetch_debs(s, cache, emit=sink))
         for p in tree.packages.values():
             for src in p.sources:
-                cache.fetch(src, emit=sink, where=str(p.definition_file), all_origins=args.all_origins)
+                # verify: 'quorum fetch' is how a user checks the cache, so
+                # every cached file is re-hashed, and a corrupt one replaced.
+                cache.fetch(src, emit=sink, where=str(p.definition_file), all_origins=args.all_origins,
+                            verify=True)
                 n += 1
     finally:
         sink.close()
-    print(f"{n} files in the cache at {cache.dir}")
+    print(f"{n} files in the cache at {cache.dir}, each checked against its sha256")
     return 0
 
 

@@ -8,6 +8,7 @@ import time
 from typing import TextIO
 
 from tabulate import tabulate
+from ..text import printable
 
 
 def short(digest: str | None, n: int = 12) -> str:
@@ -64,18 +65,21 @@ class PlainEvents:
         elif e == "built":
             self._p(f"built   {n}  {short(ev.get('digest'))}  {ev.get('seconds', 0):.1f}s")
         elif e == "failed":
-            self._p(f"FAILED  {n}: {ev.get('error')}")
+            self._p(f"FAILED  {n}: {printable(str(ev.get('error')))}")
         elif e == "skipped":
             self._p(f"skipped {n} (because {ev.get('because')} failed)" if ev.get("because") != "stop"
                     else f"skipped {n} (stopped after a failure)")
         elif e == "fetch":
-            self._p(f"fetch   {ev.get('file')} from {ev.get('origin')}")
+            self._p(f"fetch   {ev.get('file')} from {printable(str(ev.get('origin')))}")
+        elif e == "cache-corrupt":
+            self._p(f"CORRUPT cache entry {ev.get('sha256')} ({ev.get('detail')}); fetching it again")
         elif e == "gate":
             self._p(f"gate    {n}: {ev.get('result')} ({', '.join(ev.get('members', []))})")
         elif e == "archive":
             self._p(f"archive {ev.get('path')}")
         elif e == "log" and self.verbose:
-            self.out.write(f"  {n}| {ev.get('line')}\n")
+            # Build output is the package's: escaped, never raw to a terminal.
+            self.out.write(f"  {n}| {printable(str(ev.get('line')))}\n")
 
     def close(self) -> None:
         pass
@@ -107,7 +111,9 @@ class LiveEvents:
                   f"[red]failed {self.counts['failed']}[/]" if self.counts["failed"] else "",
                   f"{time.monotonic() - self.t0:.0f}s")
         for n, t0 in sorted(self.running.items()):
-            t.add_row(f"  [cyan]{n}[/]", f"{time.monotonic() - t0:.0f}s", self.last.get(n, "")[:70])
+            from rich.text import Text
+            # Text, not markup: a log line saying "[red]" is the build's words.
+            t.add_row(f"  [cyan]{n}[/]", f"{time.monotonic() - t0:.0f}s", Text(self.last.get(n, "")[:70]))
         return t
 
     def __call__(self, ev: dict) -> None:
@@ -117,13 +123,15 @@ class LiveEvents:
         elif e == "start":
             self.running[n] = time.monotonic()
         elif e == "log":
-            self.last[n] = ev.get("line", "")
+            self.last[n] = printable(str(ev.get("line", "")))
         elif e in self.counts:
             self.running.pop(n, None)
             self.counts[e] += 1
             if e in ("built", "failed"):
-                mark = "[green]built[/]" if e == "built" else "[red]FAILED[/]"
-                self.console.print(f"{mark} {n} {short(ev.get('digest')) if e == 'built' else ev.get('error')}")
+                from rich.text import Text
+                mark = Text("built", style="green") if e == "built" else Text("FAILED", style="red")
+                what = short(ev.get("digest")) if e == "built" else printable(str(ev.get("error")))
+                self.console.print(Text.assemble(mark, f" {n} {what}"))
         self.live.update(self._render())
 
     def close(self) -> None:
