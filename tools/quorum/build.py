@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import graph as graphmod
-from . import inputs, manifest, oci, render, seed as seedmod
+from . import inputs, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Engine
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache
@@ -476,14 +476,20 @@ class Builder:
     def _write_archives(self) -> None:
         for name in self.opt.archives:
             dst = self.store.archive_path(name)
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            with open(tmp, "wb") as f:
-                r = self.results[name]
-                oci.write_archive(self.store.layout(name), f, compress=True,
-                                  tag=f"{self.tree.config.namespace}/{name}:{r.version}")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dst)
+            temps.sweep_atomic(dst.parent)
+            fd, tmp_name = temps.mkstemp(dst.parent, f".{dst.name}.")
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    r = self.results[name]
+                    oci.write_archive(self.store.layout(name), f, compress=True,
+                                      tag=f"{self.tree.config.namespace}/{name}:{r.version}")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, dst)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             self.emit({"event": "archive", "name": name, "path": str(dst)})
 
     def _write_manifest(self, result: Result) -> None:

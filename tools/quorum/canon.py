@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,13 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     """Write ``data`` to ``path`` so that a reader sees either the old file or
     the whole new one, never a prefix: write a temp file in the same folder
     (same file system, so rename is atomic), fsync it, rename over."""
+    from . import temps
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temp's name carries our PID, so the next write into this folder
+    # removes what a killed run left (and `git add manifests` finds nothing).
+    temps.sweep_atomic(path.parent)
+    fd, tmp = temps.mkstemp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import temps
 from .apt import PrivateApt
 from .errors import FetchError
 from .model import Source
@@ -72,7 +72,9 @@ class SourceCache:
     def _tmpdir(self) -> Path:
         t = self.root / "tmp"
         t.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=t))
+        # Downloads of killed runs (64 MiB and more) are collected here.
+        temps.sweep(t, "")
+        return temps.mkdtemp(t, "")
 
     def admit(self, candidate: Path, sha256: str) -> tuple[bool, str]:
         """Hash ``candidate``; if it matches, move it into the cache

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from urllib.parse import unquote
 
 import gnupg
 
+from . import temps
 from .errors import QuorumError
 
 GPG = shutil.which("gpg") or "gpg"
@@ -235,7 +235,9 @@ class Home:
     @classmethod
     @contextmanager
     def temporary(cls, *, agent: bool = False) -> Iterator["Home"]:
-        d = Path(tempfile.mkdtemp(prefix="qg-", dir=SHORT_TMP))
+        # Homes of killed runs are collected (their PID is in the name).
+        temps.sweep(Path(SHORT_TMP), "qg-")
+        d = temps.mkdtemp(Path(SHORT_TMP), "qg-")
         os.chmod(d, 0o700)
         try:
             yield cls(d, temporary=True, agent=agent)

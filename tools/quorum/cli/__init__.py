@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "tree", None) is None and "tree" in vars(args):
         args.tree = default_tree()
+    # SIGTERM (a CI timeout, systemd, kill) unwinds like an exception, so
+    # every `finally` runs: temporary GnuPG homes, staging folders and
+    # temp files are removed, locks released.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         rc = args.func(args)
     except QuorumError as e:
@@ -100,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
         return 130
+    except Terminated:
+        print("quorum: terminated; nothing half-done was published", file=sys.stderr)
+        return 143
     except BaseException as e:   # noqa: BLE001 - the last line of defence: never a traceback
         if isinstance(e, SystemExit):
             raise
@@ -109,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quorum: error: {printable(msg)}", file=sys.stderr)
         return code
     return int(rc or 0)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process was, so cleanups run."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def describe_unexpected(e: BaseException) -> tuple[str, int]:
