@@ -262,3 +262,23 @@ def test_audit_finds_a_seed_file_shipped_in_a_package(fixture_tree, engine):
     yml.write_text(yml.read_text() + "audit:\n  same-as-seed:\n    bin/not-busybox: 'it is only a copy, honestly'\n")
     p = run_quorum("audit", "--tree", str(fixture_tree), "smuggler", "--json")
     assert p.returncode == 1 and json.loads(p.stdout)["findings"][0]["path"] == "bin/not-busybox"
+
+
+def test_new_digest_from_unchanged_inputs_is_reported_and_not_written(fixture_tree):
+    """#9 item 6: a --no-cache rebuild that gets another digest for the same
+    input hash is nondeterminism: said loudly, manifest kept, exit 1."""
+    # /proc/sys/kernel/random/uuid differs on every run: a package that is
+    # not reproducible, as a real one might be by accident.
+    add_package(fixture_tree, "noisy", "name: noisy\nversion: '1'\nbuild: |\n  mkdir -p $DESTDIR/n\n"
+                "  cat /proc/sys/kernel/random/uuid > $DESTDIR/n/id\n")
+    p = run_quorum("build", "--tree", str(fixture_tree), "-j", "2")
+    assert p.returncode == 0, p.stderr
+    man = fixture_tree / "manifests" / "manifest.json"
+    before = man.read_bytes()
+    p = run_quorum("build", "--tree", str(fixture_tree), "--no-cache", "noisy")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "NONDETERMINISTIC" in p.stderr and "noisy" in p.stderr and "Traceback" not in p.stderr
+    assert man.read_bytes() == before
+    p = run_quorum("build", "--tree", str(fixture_tree), "--no-cache", "--accept-new-digests", "--json")
+    assert p.returncode == 0, p.stderr
+    assert man.read_bytes() != before

@@ -52,6 +52,9 @@ class Options:
     # its input hash matches there.
     force: tuple[str, ...] = ()
     reuse_store: Path | None = None
+    # A digest that changed while its input hash did not is nondeterminism:
+    # the manifest keeps the old digest unless this is set.
+    accept_new_digests: bool = False
 
 
 @dataclass
@@ -75,6 +78,18 @@ class NodeResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class Drift:
+    name: str
+    input_hash: str
+    manifest_digest: str
+    new_digest: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "input_hash": self.input_hash, "manifest_digest": self.manifest_digest,
+                "new_digest": self.new_digest}
+
+
 @dataclass
 class Result:
     nodes: dict[str, NodeResult]
@@ -83,11 +98,14 @@ class Result:
     manifest_changed: bool | None = None
     seconds: float = 0.0
     gates: dict[str, dict] = field(default_factory=dict)
+    # Nodes rebuilt from unchanged inputs to another digest than the
+    # manifest's: evidence of nondeterminism (the manifest was not rewritten).
+    drifted: list[Drift] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (all(n.status in ("cached", "built") for n in self.nodes.values())
-                and all(g["result"] == "pass" for g in self.gates.values()))
+                and all(g["result"] == "pass" for g in self.gates.values()) and not self.drifted)
 
     def failed(self) -> list[NodeResult]:
         return [self.nodes[n] for n in self.order if self.nodes[n].status == "failed"]
@@ -239,7 +257,9 @@ class Builder:
             result = Result(nodes=self.results, order=order, gates=self.gates)
             if result.ok:   # every node built or cached, every gate passed
                 self._write_archives()
-                if not self.opt.targets and self.opt.write_manifest:
+                if self.opt.write_manifest:
+                    self._check_drift(result)
+                if not self.opt.targets and self.opt.write_manifest and not result.drifted:
                     self._write_manifest(result)
         result.seconds = time.monotonic() - t0
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
@@ -491,6 +511,23 @@ class Builder:
                 tmp.unlink(missing_ok=True)
                 raise
             self.emit({"event": "archive", "name": name, "path": str(dst)})
+
+    def _check_drift(self, result: Result) -> None:
+        """Compare what was built against the manifest: the same input hash
+        with another digest means a build is not deterministic (or the
+        engine changed something).  That is said loudly and the manifest is
+        left alone, unless the user accepts the new digests."""
+        prev = manifest.load(self.tree.manifest_path)
+        if prev is None or prev.tree != self.tree.config.name:
+            return
+        for n in result.order:
+            r, old = result.nodes[n], prev.entries.get(n)
+            if (r.status == "built" and old is not None and old.input_hash == r.input_hash
+                    and r.digest and old.digest != r.digest):
+                d = Drift(name=n, input_hash=r.input_hash or "", manifest_digest=old.digest, new_digest=r.digest)
+                self.emit({"event": "nondeterministic", **d.to_json(), "accepted": self.opt.accept_new_digests})
+                if not self.opt.accept_new_digests:
+                    result.drifted.append(d)
 
     def _write_manifest(self, result: Result) -> None:
         entries = {n: manifest.Entry(kind=r.kind, version=r.version, digest=r.digest, input_hash=r.input_hash,

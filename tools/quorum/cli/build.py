@@ -32,7 +32,9 @@ def register(sub, parent) -> None:
         epilog="examples:\n  quorum build                 everything\n"
                "  quorum build -j 2 lua        lua and what it needs (manifest untouched)\n"
                "  quorum build --archive lua   also write out/lua.tgz (podman load / skopeo oci-archive:)\n"
-               "exit status: 0 built, 1 a package failed, 2 the engine failed")
+               "  quorum build --no-cache      rebuild all; a new digest for unchanged inputs is reported\n"
+               "exit status: 0 built, 1 a package failed or rebuilt to another digest from the same inputs,\n"
+               "  2 the engine or machine failed, 3 a definition or argument is wrong (docs/exit-codes.md)")
     p.add_argument("targets", nargs="*", metavar="NAME", help="packages or seeds to build (default: all)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="packages built at once (default 1)")
     p.add_argument("-k", "--keep-going", action="store_true",
@@ -41,6 +43,9 @@ def register(sub, parent) -> None:
                    help="also write out/NAME.tgz, a single-file OCI archive (repeatable; implies NAME as target)")
     p.add_argument("--no-cache", action="store_true",
                    help="rebuild even when out/ has the artifact, and without the engine's layer cache")
+    p.add_argument("--accept-new-digests", action="store_true",
+                   help="write the manifest even where a package's inputs are unchanged but its digest is "
+                        "not (normally that nondeterminism is reported, the manifest kept, and exit 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="show build logs as they run")
     p.set_defaults(func=cmd_build)
 
@@ -82,7 +87,8 @@ def cmd_build(args) -> int:
     tree = treemod.load_tree(args.tree)
     targets = tuple(dict.fromkeys(list(args.targets) + list(args.archive)))
     opts = buildlib.Options(jobs=max(1, args.jobs), targets=targets, keep_going=args.keep_going,
-                            archives=tuple(args.archive), reuse=not args.no_cache, nocache=args.no_cache)
+                            archives=tuple(args.archive), reuse=not args.no_cache, nocache=args.no_cache,
+                            accept_new_digests=args.accept_new_digests)
     sink = event_sink(args, verbose=args.verbose)
     try:
         result = buildlib.build(tree, options=opts, emit=sink)
@@ -91,6 +97,7 @@ def cmd_build(args) -> int:
     if args.json:
         print(json.dumps({"ok": result.ok, "seconds": round(result.seconds, 3),
                           "manifest_changed": result.manifest_changed,
+                          "nondeterministic": [d.to_json() for d in result.drifted],
                           "nodes": [result.nodes[n].to_json() for n in result.order]}, sort_keys=True))
         return _exit_code(result)
     rows = []
@@ -125,6 +132,15 @@ def cmd_build(args) -> int:
             for line in gate.get("differences", []):
                 print(f"  differing files: {line}", file=sys.stderr)
             print("  nothing built on them was built; see `quorum diff` for the full comparison", file=sys.stderr)
+    if result.drifted:
+        print(f"\nNONDETERMINISTIC: {len(result.drifted)} package(s) rebuilt from unchanged inputs to another "
+              "digest than the manifest's:", file=sys.stderr)
+        for d in result.drifted:
+            print(f"  {d.name}: manifest {short(d.manifest_digest)}, now {short(d.new_digest)} "
+                  f"(input {short(d.input_hash)})", file=sys.stderr)
+        print("  the manifest was NOT rewritten.  Find the cause with 'quorum reproduce NAME' (it keeps both "
+              "artifacts and diffs them); rerun with --accept-new-digests only if the new digests are the "
+              "ones to publish.", file=sys.stderr)
     built = sum(1 for r in result.nodes.values() if r.status == "built")
     cached = sum(1 for r in result.nodes.values() if r.status == "cached")
     summary = f"{built} built, {cached} cached, {len(result.failed())} failed in {result.seconds:.1f}s"
