@@ -123,6 +123,28 @@ def normalize_layer(src: str | os.PathLike | BinaryIO, dst: BinaryIO, *, epoch: 
                 members[parent] = d
 
         names = sorted(members, key=lambda n: n.encode("utf-8", "surrogateescape"))
+        # Hard links, by inode rather than by name order: the engine writes
+        # the first name it met as the file and later ones as links to it,
+        # but after sorting a link ("a-c") can come before its target
+        # ("a/file": "-" sorts before "/").  Each group of names of one file
+        # is written with its first name in *our* order as the file and the
+        # others as links to it, so the bytes depend on the names only.
+        group_of: dict[str, str] = {}          # name -> the regular member it shares an inode with
+        for name in names:
+            m = members[name]
+            if m.islnk():
+                target = _clean_name(m.linkname, what="hard link target")
+                # Only a regular file of this same layer may be linked:
+                # anything else is a way to make an extractor link (and
+                # then overwrite) a file outside the root.
+                if target not in members or not members[target].isreg():
+                    raise UnsafeArchiveError(
+                        f"hard link {name!r} points at {m.linkname!r}, which is not a regular file of the layer")
+                group_of[name] = group_of[target] = target
+        first_of: dict[str, str] = {}          # regular member -> first name of its group in output order
+        for name in names:
+            if name in group_of:
+                first_of.setdefault(group_of[name], name)
         seen: set[str] = set()
         h = hashlib.sha256()
         out = _HashingWriter(dst, h)
@@ -131,6 +153,10 @@ def normalize_layer(src: str | os.PathLike | BinaryIO, dst: BinaryIO, *, epoch: 
         with tw:
             for name in names:
                 m = members[name]
+                if name in group_of:
+                    # Every name of a hard-linked file carries the file's own
+                    # metadata (they share one inode).
+                    m = members[group_of[name]]
                 ti = tarfile.TarInfo(name)
                 ti.mode = m.mode & _PERM_MASK
                 ti.uid, ti.gid = int(m.uid), int(m.gid)
@@ -145,16 +171,8 @@ def normalize_layer(src: str | os.PathLike | BinaryIO, dst: BinaryIO, *, epoch: 
                         raise UnsafeArchiveError(f"symlink {name!r} has an empty or invalid target")
                     ti.type, ti.linkname = tarfile.SYMTYPE, m.linkname
                     tw.addfile(ti)
-                elif m.islnk():
-                    target = _clean_name(m.linkname, what="hard link target")
-                    # A hard link is only meaningful to an earlier entry of the
-                    # same archive; anything else is a way to make an extractor
-                    # link (and then overwrite) a file outside the root.
-                    if target not in seen or not members[target].isreg():
-                        raise UnsafeArchiveError(
-                            f"hard link {name!r} points at {m.linkname!r}, which is not a regular file "
-                            "earlier in the layer")
-                    ti.type, ti.linkname = tarfile.LNKTYPE, target
+                elif name in group_of and first_of[group_of[name]] != name:
+                    ti.type, ti.linkname = tarfile.LNKTYPE, first_of[group_of[name]]
                     tw.addfile(ti)
                 else:
                     ti.type, ti.size = tarfile.REGTYPE, m.size
