@@ -98,6 +98,40 @@ def test_failed_signing_leaves_the_tree_as_it_was(tree, keyring):
     assert {p: p.read_bytes() for p in files.manifests.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_release_killed_midway_is_finished_by_the_next_sign(tree, keyring, monkeypatch, kill_at):
+    """#9: a kill between dropping the old signatures and writing the new
+    manifest left the manifest with fewer signatures.  The journal holds the
+    new state; verify names it, the next sign finishes it."""
+    files = TrustFiles(tree)
+    released(tree, keyring)
+    do_sign(tree, keyring, "carol")
+    real = signlib.canon.atomic_write
+    writes = []
+
+    def dying(path, data, mode=0o644):
+        writes.append(path)
+        # The 1st write is the journal itself; then manifest, signature, log.
+        if len(writes) == 1 + kill_at:
+            raise KeyboardInterrupt("killed")
+        return real(path, data, mode)
+
+    monkeypatch.setattr(signlib.canon, "atomic_write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        released(tree, keyring, "bob", expires_in=signlib.parse_duration("8w"))
+    monkeypatch.setattr(signlib.canon, "atomic_write", real)
+    assert signlib.Journal.path(files).exists()
+    with pytest.raises(QuorumError, match="interrupted 'quorum sign'"):
+        verifylib.verify(tree, state_dir=tree / "state")
+    assert signlib.finish_interrupted(tree)
+    assert not signlib.Journal.path(files).exists()
+    man = manifest_mod.parse(files.manifest.read_bytes())
+    assert man.serial == 2
+    assert [p.name for p in files.signatures.iterdir()] == [keyring["bob"].fpr + ".asc"]
+    entries = translog.read(files.log)
+    assert entries[-1]["signer"] == keyring["bob"].fpr and entries[-1]["serial"] == 2 and len(entries) == 3
+
+
 def test_release_takes_the_commit_of_a_clean_checkout(tree, keyring, monkeypatch):
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@x", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}

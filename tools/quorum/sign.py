@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import canon, manifest as manifest_mod, oci, policy as policy_mod, simplesign, translog
+from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
 from .gpg import Home, SigResult
 from .manifest import Manifest
+from .safeio import loads_json, read_regular
 from .store import Store
 from .tree import load_config
 from .verify import EXPIRES_FORMAT, load_manifest, parse_expires
@@ -187,6 +188,7 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
     now = now or datetime.now(timezone.utc)
     files = policy_mod.TrustFiles(root)
     config = load_config(root)
+    finish_interrupted(root)
     user = user or Home.user()
     key = key if key is not None else signing_key(root)
     man, data = _reproduced_manifest(root, files)
@@ -199,15 +201,16 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
     signed = man.to_bytes()
     signature, signing_fpr = user.sign(signed, key, detach=True)
     sig = _self_check(user, signature, signed, signing_fpr)
-    removed: list[Path] = []
-    if signed != data:
-        removed = remove_stale_signatures(files)
-        manifest_mod.write(files.manifest, man)
+    # Several files change together (manifest, signatures, log): the
+    # journal is written first, in one atomic write, and holds the whole new
+    # state, so a kill at any later point is finished by the next run
+    # instead of leaving a manifest that lost its signatures.
+    j = Journal(manifest=signed, signer=sig.primary, signature=signature, tree=man.tree, serial=man.serial,
+                time=translog.timestamp(now), release=signed != data)
+    j.write(files)
+    removed, entry = j.apply(files)
     sig_path = files.signature(sig.primary)
-    canon.atomic_write(sig_path, signature)
     sha = canon.sha256_bytes(signed)
-    entry = translog.append(files.log, tree=man.tree, serial=man.serial, manifest_sha256=sha,
-                            signer=sig.primary, signature_sha256=canon.sha256_bytes(signature), now=now)
     report = SignReport(fingerprint=sig.primary, uid=sig.uid or "", signature=sig_path, manifest_sha256=sha,
                         serial=man.serial, log_entry=entry, released=release, removed=removed,
                         warnings=_anchor_warnings(files, sig.primary))
@@ -216,6 +219,78 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
                                     primary=sig.primary,
                                     public=user.export_public(signing_fpr))
     return report
+
+
+JOURNAL_FORMAT = "quorum-sign-journal/1"
+
+
+@dataclass
+class Journal:
+    """manifests/.sign-journal.json: the new signed state, written before
+    any of it is applied.  ``apply`` is idempotent: run again after a kill,
+    it ends in the same state."""
+    manifest: bytes
+    signer: str
+    signature: bytes
+    tree: str
+    serial: int
+    time: str
+    release: bool
+
+    @staticmethod
+    def path(files: policy_mod.TrustFiles) -> Path:
+        return files.manifests / ".sign-journal.json"
+
+    def write(self, files: policy_mod.TrustFiles) -> None:
+        canon.atomic_write(self.path(files), canon.dumps_pretty({
+            "format": JOURNAL_FORMAT, "manifest": self.manifest.decode("utf-8"), "signer": self.signer,
+            "signature": self.signature.decode("ascii"), "tree": self.tree, "serial": self.serial,
+            "time": self.time, "release": self.release}))
+
+    @classmethod
+    def load(cls, files: policy_mod.TrustFiles) -> "Journal | None":
+        p = cls.path(files)
+        if not p.exists() and not p.is_symlink():
+            return None
+        doc = loads_json(read_regular(p, limit=16 << 20, error=SignError, what="journal"), file=p, error=SignError)
+        try:
+            assert isinstance(doc, dict) and doc["format"] == JOURNAL_FORMAT
+            return cls(manifest=doc["manifest"].encode("utf-8"), signer=str(doc["signer"]),
+                       signature=doc["signature"].encode("ascii"), tree=str(doc["tree"]), serial=int(doc["serial"]),
+                       time=str(doc["time"]), release=bool(doc["release"]))
+        except (AssertionError, KeyError, AttributeError, ValueError, TypeError, UnicodeError):
+            raise SignError("not a signing journal; remove it if no 'quorum sign' is running", file=p) from None
+
+    def apply(self, files: policy_mod.TrustFiles) -> tuple[list[Path], dict]:
+        removed: list[Path] = []
+        sig_path = files.signature(self.signer)
+        current = files.manifest.read_bytes() if files.manifest.is_file() else None
+        if self.release and current != self.manifest:
+            # Signatures over the old bytes can never count again.
+            removed = remove_stale_signatures(files)
+        if current != self.manifest:
+            canon.atomic_write(files.manifest, self.manifest)
+        canon.atomic_write(sig_path, self.signature)
+        sha, sig_sha = canon.sha256_bytes(self.manifest), canon.sha256_bytes(self.signature)
+        entries = translog.read(files.log)
+        entry = translog.find(entries, signer=self.signer, signature_sha256=sig_sha, manifest_sha256=sha)
+        if entry is None:
+            entry = translog.append(files.log, tree=self.tree, serial=self.serial, manifest_sha256=sha,
+                                    signer=self.signer, signature_sha256=sig_sha,
+                                    now=translog.parse_time(self.time))
+        self.path(files).unlink(missing_ok=True)
+        return removed, entry
+
+
+def finish_interrupted(root: Path) -> bool:
+    """Complete a signing that was killed after its journal was written.
+    True if there was one."""
+    files = policy_mod.TrustFiles(Path(root))
+    j = Journal.load(files)
+    if j is None:
+        return False
+    j.apply(files)
+    return True
 
 
 def _reproduced_manifest(root: Path, files: policy_mod.TrustFiles) -> tuple[Manifest, bytes]:

@@ -46,6 +46,11 @@ def timestamp(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(text: str) -> datetime:
+    """The inverse of ``timestamp``."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
 def read(path: Path) -> list[dict]:
     """All entries, each checked for shape and for its canonical spelling
     (one spelling per entry, so the file's bytes are fixed by its content)."""

@@ -314,6 +314,11 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
     state_dir = state_dir or default_state_dir()
     files = policy_mod.TrustFiles(root)
     config = load_config(root)
+    journal = files.manifests / ".sign-journal.json"
+    if journal.exists() or journal.is_symlink():
+        # The manifest, signatures and log are mid-change on this machine.
+        raise VerifyError("an interrupted 'quorum sign' left its journal here: run 'quorum sign' again to "
+                          "finish it, then verify", file=journal)
     man, data = load_manifest(files.manifest)
     # Before the tree name is used as a file name, and so that a manifest
     # moved here from another tree is not taken for this one.
