@@ -88,7 +88,7 @@ def test_exit_codes_identical_and_only_missing(tmp_path, capsys):
     y = write(tmp_path / "y.json", {"a": entry("a"), "b": entry("b")})
     z = write(tmp_path / "z.json", {"a": entry("a")})
     assert main(["challenge", str(x), str(y)]) == challenge.EXIT_IDENTICAL == 0
-    assert main(["challenge", str(x), str(z)]) == challenge.EXIT_MISSING == 3
+    assert main(["challenge", str(x), str(z)]) == challenge.EXIT_MISSING == 4
     capsys.readouterr()
 
 
@@ -137,14 +137,14 @@ def test_parse_spec(tmp_path, monkeypatch):
     assert challenge.parse_spec("x=y.json") == ("x=y.json", Path("x=y.json"))
 
 
-def test_unreadable_inputs_exit_2(tmp_path, capsys):
+def test_unreadable_inputs_exit_3(tmp_path, capsys):
     good = write(tmp_path / "g.json", {"a": entry("a")})
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something/else"}')
-    assert main(["challenge", str(good), str(bad)]) == 2
+    assert main(["challenge", str(good), str(bad)]) == 3
     assert "bad.json" in capsys.readouterr().err
-    assert main(["challenge", str(good), str(tmp_path / "missing.json")]) == 2
-    assert main(["challenge", str(good)]) == 2
+    assert main(["challenge", str(good), str(tmp_path / "missing.json")]) == 3
+    assert main(["challenge", str(good)]) == 3
     assert "at least two" in capsys.readouterr().err
     with pytest.raises(UnreadableError, match="used twice"):
         challenge.load([f"x={good}", f"x={good}"])

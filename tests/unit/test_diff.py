@@ -344,7 +344,7 @@ def test_unreadable_layout_is_an_error_not_a_traceback(tmp_path):
     (tmp_path / "junk").mkdir()
     with pytest.raises(diff.UnreadableError) as e:
         diff.compare(a, tmp_path / "junk")
-    assert e.value.exit_code == 2
+    assert e.value.exit_code == 3
 
 
 # --- saving and diffoscope ------------------------------------------------------------
@@ -412,7 +412,7 @@ def test_cli_diff_exit_codes_and_output(tmp_path, capsys):
     assert main(["diff", "--json", str(a), str(b)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["changed"][0]["path"] == "usr/share/doc/hello/README"
-    assert main(["diff", str(a), str(tmp_path / "nope")]) == 2
+    assert main(["diff", str(a), str(tmp_path / "nope")]) == 3
     assert "not an OCI layout" in capsys.readouterr().err
 
 
@@ -428,4 +428,4 @@ def test_cli_diff_resolves_names_in_the_tree_and_saves(tmp_path, capsys, monkeyp
     assert "+ extra" in captured.out
     assert "diffoscope is not installed" in captured.err
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["diff.json", "diff.txt"]
-    assert main(["diff", "--diffoscope", "hello", str(other), "--tree", str(tree)]) == 2
+    assert main(["diff", "--diffoscope", "hello", str(other), "--tree", str(tree)]) == 3

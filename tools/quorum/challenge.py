@@ -35,8 +35,8 @@ IDENTICAL, DIFFERING, MISSING = "identical", "differing", "missing"
 # a gap in coverage, not evidence of a non-reproducible build.
 EXIT_IDENTICAL = 0
 EXIT_DIFFERING = 1
-EXIT_UNREADABLE = 2
-EXIT_MISSING = 3
+EXIT_UNREADABLE = 3      # = diff.UnreadableError.exit_code: an input error
+EXIT_MISSING = 4
 
 PREFIX = 12  # hex digits shown per digest; grown if two digests share them
 

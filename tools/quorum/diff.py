@@ -39,10 +39,11 @@ from .text import printable
 
 class UnreadableError(QuorumError):
     """An input that cannot be compared at all (not a layout, a broken tar,
-    a malformed manifest).  Exit code 2, so that scripts can tell "could not
-    compare" from 1, "compared and found differences"."""
+    a malformed manifest).  Exit code 3 (an input error, docs/exit-codes.md),
+    so that scripts can tell "could not compare" from 1, "compared and found
+    differences"."""
 
-    exit_code = 2
+    exit_code = 3
 
 # --- results -----------------------------------------------------------------
 

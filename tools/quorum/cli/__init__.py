@@ -37,6 +37,10 @@ $XDG_CACHE_HOME/quorum/sources/.  Typical session:
   quorum sign / verify         sign the manifest / check the trust policy
 
 Run 'quorum VERB --help' for the options of each verb.
+
+Exit status, for every verb: 0 ok; 1 a package failed or a check said no;
+2 the engine or the machine failed; 3 a definition, file or argument is
+wrong (docs/exit-codes.md).
 """
 
 
@@ -62,15 +66,24 @@ def common_parent() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; quorum's 2 means the engine or
+    the machine failed, so a bad argument exits 3 like any input error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="quorum",
         description="Build a tree of package definitions into deterministic OCI artifacts, "
                     "reproduce them, and sign/verify the hash manifest against an M-of-N trust policy.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"quorum {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parent = common_parent()
     for mod in _VERB_MODULES:
         try:
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     if getattr(args, "tree", None) is None and "tree" in vars(args):
         args.tree = default_tree()
     # SIGTERM (a CI timeout, systemd, kill) unwinds like an exception, so

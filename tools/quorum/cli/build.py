@@ -72,7 +72,7 @@ def register(sub, parent) -> None:
                                      "version; commit the result.")
     lp.add_argument("seeds", nargs="*", metavar="SEED", help="seeds to lock (default: all)")
     lp.set_defaults(func=cmd_seed_lock)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda a: (p.print_help(), 3)[1])
 
 
 def _exit_code(result) -> int:

@@ -41,8 +41,8 @@ the digest prefix each manifest records and a status:
               ('*' marks the cells that disagree with the majority)
   missing     the manifests that list it agree, but some do not list it
 
-Exit status: 0 all identical, 1 some package differs, 2 a manifest could
-not be read, 3 nothing differs but some packages are missing.
+Exit status: 0 all identical, 1 some package differs, 3 a manifest could
+not be read, 4 nothing differs but some packages are missing.
 """
 
 

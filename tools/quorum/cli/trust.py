@@ -73,7 +73,7 @@ def register(sub, parent) -> None:
                                      "Only keys of the previous version's rotation role may.")
     sp.add_argument("--key", default=None, metavar="KEY", help="signing key (default as for 'quorum sign')")
     sp.set_defaults(func=cmd_policy_sign)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), 3)[1])
 
 
 def cmd_sign(args) -> int:
