@@ -7,6 +7,7 @@ people read and diff.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,6 +45,9 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     (same file system, so rename is atomic), fsync it, rename over."""
     from . import temps
     path = Path(path)
+    if path.is_dir():
+        # Checked first: the rename would fail naming our temp file instead.
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp's name carries our PID, so the next write into this folder
     # removes what a killed run left (and `git add manifests` finds nothing).

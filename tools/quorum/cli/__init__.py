@@ -155,6 +155,12 @@ def describe_unexpected(e: BaseException) -> tuple[str, int]:
             return f"{where}: permission denied; fix its ownership or run as its owner", EXIT_USAGE
         if e.errno == errno.EROFS:
             return f"{where}: read-only file system", EXIT_USAGE
+        if e.errno == errno.EEXIST:
+            return f"{where}: exists and is not a folder; move it away and rerun", EXIT_USAGE
+        if e.errno == errno.ENOTDIR:
+            return f"{where}: part of this path is a file where a folder is needed", EXIT_USAGE
+        if e.errno == errno.EISDIR:
+            return f"{where}: is a folder; give the path of a file", EXIT_USAGE
         return f"{where}: {e.strerror or e}", EXIT_USAGE
     if isinstance(e, MemoryError):
         return "out of memory (an input far larger than expected?)", EXIT_INFRA
