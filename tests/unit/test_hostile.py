@@ -276,3 +276,10 @@ def test_challenge_of_a_deeply_nested_manifest_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=TIME_LIMIT)
     assert p.returncode not in (0, 1) and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "nested" in p.stderr
+
+
+def test_a_gate_whose_members_depend_on_each_other_is_refused(tmp_path):
+    t = write_tree(tmp_path / "t", {"a": "name: a\nversion: '1'\nbuild: 'true'\n",
+                                    "b": "name: b\nversion: '1'\ndeps: [a]\nbuild: 'true'\n"},
+                   config="name: t\ngates:\n  g:\n    identical: [a, b]\n")
+    refused(graph(t), "quorum.yaml", "gates.g.identical[1]", "depends on 'a'")

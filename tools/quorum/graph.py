@@ -36,7 +36,22 @@ def build_graph(tree: Tree) -> nx.DiGraph:
                                  file=p.definition_file, field=f"deps[{i}]")
             g.add_edge(d, p.name)
     check_acyclic(g, tree)
+    check_gates(g, tree)
     return g
+
+
+def check_gates(g: nx.DiGraph, tree: Tree) -> None:
+    """A gate compares artifacts built side by side; a member built on
+    another member would wait for a gate that waits for it, and the build
+    would skip both without a reason."""
+    for gname, members in tree.config.gates:
+        for i, m in enumerate(members):
+            ancestors = nx.ancestors(g, m)
+            for other in members:
+                if other != m and other in ancestors:
+                    raise GraphError(f"gate member {m!r} depends on {other!r}, another member of the same gate; "
+                                     "a gate's members must be built independently",
+                                     file=tree.config.path / "quorum.yaml", field=f"gates.{gname}.identical[{i}]")
 
 
 def _known(names: Iterable[str]) -> str:
