@@ -206,7 +206,7 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
     # state, so a kill at any later point is finished by the next run
     # instead of leaving a manifest that lost its signatures.
     j = Journal(manifest=signed, signer=sig.primary, signature=signature, tree=man.tree, serial=man.serial,
-                time=translog.timestamp(now), release=signed != data)
+                time=translog.timestamp(now), release=signed != data, log_seq=len(translog.read(files.log)))
     j.write(files)
     removed, entry = j.apply(files)
     sig_path = files.signature(sig.primary)
@@ -236,6 +236,10 @@ class Journal:
     serial: int
     time: str
     release: bool
+    # The log's length when the journal was written: its entry is the one
+    # right after, so applying twice never logs twice, and signing the same
+    # bytes twice (identical Ed25519 signatures in one second) logs twice.
+    log_seq: int = 0
 
     @staticmethod
     def path(files: policy_mod.TrustFiles) -> Path:
@@ -245,7 +249,7 @@ class Journal:
         canon.atomic_write(self.path(files), canon.dumps_pretty({
             "format": JOURNAL_FORMAT, "manifest": self.manifest.decode("utf-8"), "signer": self.signer,
             "signature": self.signature.decode("ascii"), "tree": self.tree, "serial": self.serial,
-            "time": self.time, "release": self.release}))
+            "time": self.time, "release": self.release, "log_seq": self.log_seq}))
 
     @classmethod
     def load(cls, files: policy_mod.TrustFiles) -> "Journal | None":
@@ -257,7 +261,7 @@ class Journal:
             assert isinstance(doc, dict) and doc["format"] == JOURNAL_FORMAT
             return cls(manifest=doc["manifest"].encode("utf-8"), signer=str(doc["signer"]),
                        signature=doc["signature"].encode("ascii"), tree=str(doc["tree"]), serial=int(doc["serial"]),
-                       time=str(doc["time"]), release=bool(doc["release"]))
+                       time=str(doc["time"]), release=bool(doc["release"]), log_seq=int(doc["log_seq"]))
         except (AssertionError, KeyError, AttributeError, ValueError, TypeError, UnicodeError):
             raise SignError("not a signing journal; remove it if no 'quorum sign' is running", file=p) from None
 
@@ -273,7 +277,11 @@ class Journal:
         canon.atomic_write(sig_path, self.signature)
         sha, sig_sha = canon.sha256_bytes(self.manifest), canon.sha256_bytes(self.signature)
         entries = translog.read(files.log)
-        entry = translog.find(entries, signer=self.signer, signature_sha256=sig_sha, manifest_sha256=sha)
+        entry = None
+        if len(entries) > self.log_seq:
+            e = entries[self.log_seq]
+            if (e["signer"], e["signature_sha256"], e["manifest_sha256"]) == (self.signer, sig_sha, sha):
+                entry = e        # applied before the kill
         if entry is None:
             entry = translog.append(files.log, tree=self.tree, serial=self.serial, manifest_sha256=sha,
                                     signer=self.signer, signature_sha256=sig_sha,
