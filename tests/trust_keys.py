@@ -134,7 +134,7 @@ def add_artifact(root: Path, name: str, version: str = "1.0", content: bytes = b
         layer_path = st / "layer.tar"
         with open(layer_path, "wb") as f:
             layer = oci.normalize_layer(src, f, epoch=1)
-        img = oci.write_layout(st / "layout", layer_path, layer, epoch=1, name=name, version=version)
+        img = oci.write_layout(st / "layout", layer_path, layer, epoch=1, name=name, version=version, namespace="ns")
         ih = hashlib.sha256(name.encode() + b"\0" + version.encode() + b"\0" + content).hexdigest()
         store.publish(st / "layout", Record(name=name, kind=kind, version=version, digest=img.digest,
                                             config_digest=img.config_digest, layer_digest=layer.digest,
