@@ -71,7 +71,7 @@ def fixture_tree(tmp_path, locked_seed_text) -> Path:
 # remedy; it never skips, or CI would go green without testing anything.
 TOOL_PACKAGES = {
     "skopeo": "skopeo", "umoci": "umoci", "podman": "podman", "gpg": "gnupg", "gpg-agent": "gpg-agent",
-    "docker-registry": "docker-registry", "docker": "docker.io",
+    "docker-registry": "docker-registry", "docker": "docker.io", "runc": "runc",
 }
 
 
