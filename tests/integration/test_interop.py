@@ -84,7 +84,8 @@ def test_archives_pass_skopeo_copy(built, tmp_path):
         # --preserve-digests: an oci: destination would gzip the layer (a
         # new manifest); the point is that the very bytes travel.
         dst = tmp_path / name
-        run(skopeo, "--insecure-policy", "copy", "--quiet", "--preserve-digests", f"oci-archive:{tree_dir / 'out' / (name + '.tgz')}",
+        archive = tree_dir / "out" / f"{name}.tgz"
+        run(skopeo, "--insecure-policy", "copy", "--quiet", "--preserve-digests", f"oci-archive:{archive}",
             f"oci:{dst}:{ref}")
         got = json.loads(run(skopeo, "inspect", f"oci:{dst}:{ref}").stdout)
         assert got["Digest"] == res.nodes[name].digest, name

@@ -386,8 +386,8 @@ class Builder:
             with open(layer_file, "wb") as f:
                 layer = oci.normalize_layer(raw, f, epoch=epoch)
             raw.unlink()
-            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name,
-                                   version=r.version, namespace=self.tree.config.namespace, env=dict(s.env), arch=s.arch)
+            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name, version=r.version,
+                                   namespace=self.tree.config.namespace, env=dict(s.env), arch=s.arch)
             self._publish(s.name, st / "layout", img, r, t0)
 
     def _build_package(self, pkg: Package, rendered: render.Rendered, seed_ref, deps) -> None:

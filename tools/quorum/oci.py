@@ -27,7 +27,6 @@ from typing import BinaryIO
 
 from . import canon, imageref
 from .errors import UnsafeArchiveError
-from .imageref import ImageRef
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -225,8 +224,9 @@ def write_layout(layout: Path, layer_file: Path, layer: LayerInfo, *, epoch: int
     """Write an OCI image layout into the (new, empty) folder ``layout``,
     moving ``layer_file`` in as the layer blob.  index.json names the image
     ``<namespace>/<name>:<tag>`` (``imageref.reference``); the name is not
-    part of the manifest, so the artifact's digest does not depend on it.  The caller publishes the
-    folder atomically (``store``); nothing here is visible to a reader."""
+    part of the manifest, so the artifact's digest does not depend on it.
+    The caller publishes the folder atomically (``store``); nothing here is
+    visible to a reader."""
     layout.mkdir(parents=True, exist_ok=False)
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -325,14 +325,16 @@ def _tar_add_file(tw: tarfile.TarFile, arcname: str, path: Path | None = None, d
             tw.addfile(ti, f)
 
 
-def write_archive(layout: Path, dst: BinaryIO, *, ref: ImageRef | None = None, compress: bool = False) -> None:
+def write_archive(layout: Path, dst: BinaryIO, *, ref: imageref.ImageRef | None = None,
+                  compress: bool = False) -> None:
     """One file holding the layout: an OCI archive (podman load, skopeo
     oci-archive:) that also carries Docker's manifest.json, so ``docker load``
     and the engine API accept the very same bytes.  ``ref`` becomes the
     Docker ``RepoTags`` and replaces the layout's ref name in the archive's
     index.json, so both loaders name the image alike; without it the
-    archive names nothing (quorum's own loads go by image ID).  Entries in a fixed order
-    with fixed metadata; gzip (for transport only) without name or time."""
+    archive names nothing (quorum's own loads go by image ID).  Entries in
+    a fixed order with fixed metadata; gzip (for transport only) without
+    name or time."""
     info = read_layout(layout)
     raw: BinaryIO = dst
     gz = None
@@ -356,7 +358,7 @@ def write_archive(layout: Path, dst: BinaryIO, *, ref: ImageRef | None = None, c
         gz.close()
 
 
-def _index_named(layout: Path, ref: ImageRef | None) -> dict:
+def _index_named(layout: Path, ref: imageref.ImageRef | None) -> dict:
     """The layout's index.json with its one manifest named ``ref`` (or
     named nothing)."""
     index = json.loads((layout / "index.json").read_bytes())
