@@ -12,7 +12,7 @@ Q        := $(VENV)/bin/quorum
 JOBS     ?= 2
 STAMP    := $(VENV)/.installed
 
-.PHONY: all build fetch graph reproduce sign verify audit test unit bench clean distclean help
+.PHONY: all build fetch graph reproduce sign verify audit test test-deps unit bench clean distclean help
 
 all: build
 
@@ -49,8 +49,12 @@ out/%.tgz: $(STAMP) FORCE
 
 FORCE:
 
-test: $(STAMP)
+# test-deps first: it also installs python3-venv, which the venv needs.
+test: test-deps $(STAMP)
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+test-deps:
+	tools/setup-test-deps
 
 unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -ra -m 'not engine' $(PYTEST_ARGS)

@@ -66,6 +66,24 @@ def fixture_tree(tmp_path, locked_seed_text) -> Path:
     return make_fixture_tree(tmp_path / "tree", seed_lock=locked_seed_text)
 
 
+# The tools the tests use for real, and the Debian package of each: what
+# tools/setup-test-deps installs.  A missing tool fails its test with the
+# remedy; it never skips, or CI would go green without testing anything.
+TOOL_PACKAGES = {
+    "skopeo": "skopeo", "umoci": "umoci", "podman": "podman", "gpg": "gnupg", "gpg-agent": "gpg-agent",
+    "docker-registry": "docker-registry", "docker": "docker.io", "runc": "runc",
+}
+
+
+def require_tool(tool: str) -> str:
+    """The tool's path, or fail the test saying how to install it."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run tools/setup-test-deps (as root), "
+                    f"or apt-get install {TOOL_PACKAGES[tool]}", pytrace=False)
+    return path
+
+
 def run_quorum(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """The CLI as a user runs it (a separate process)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))

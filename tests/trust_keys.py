@@ -26,12 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_tool
 from quorum import manifest as manifest_mod, oci
 from quorum.gpg import Home, kill_agent
 from quorum.store import Record, Store
-
-NEEDS_GPG = pytest.mark.skipif(shutil.which("gpg") is None or shutil.which("gpg-agent") is None,
-                               reason="GnuPG (gpg, gpg-agent) is not installed; CI installs gnupg and gpg-agent")
 
 PEOPLE = {
     "alice": "Alice Maintainer <alice@example.org>",
@@ -108,8 +106,8 @@ def make_keyring() -> Keyring:
 
 @pytest.fixture(scope="session")
 def keyring() -> Keyring:
-    if shutil.which("gpg") is None or shutil.which("gpg-agent") is None:
-        pytest.skip("GnuPG (gpg, gpg-agent) is not installed; CI installs gnupg and gpg-agent")
+    require_tool("gpg")
+    require_tool("gpg-agent")
     return make_keyring()
 
 
@@ -134,7 +132,7 @@ def add_artifact(root: Path, name: str, version: str = "1.0", content: bytes = b
         layer_path = st / "layer.tar"
         with open(layer_path, "wb") as f:
             layer = oci.normalize_layer(src, f, epoch=1)
-        img = oci.write_layout(st / "layout", layer_path, layer, epoch=1, name=name, version=version)
+        img = oci.write_layout(st / "layout", layer_path, layer, epoch=1, name=name, version=version, namespace=NAMESPACE)
         ih = hashlib.sha256(name.encode() + b"\0" + version.encode() + b"\0" + content).hexdigest()
         store.publish(st / "layout", Record(name=name, kind=kind, version=version, digest=img.digest,
                                             config_digest=img.config_digest, layer_digest=layer.digest,

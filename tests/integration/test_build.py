@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_quorum
+from conftest import ROOT, require_tool, run_quorum
 from quorum import build as buildlib
 from quorum import oci
 from quorum.fetch import SourceCache
@@ -62,8 +61,7 @@ def test_two_checkouts_give_identical_manifests_and_artifacts(built_pair):
 
 def test_artifacts_are_single_layer_oci_layouts_skopeo_accepts(built_pair):
     a, _, ra, _ = built_pair
-    skopeo = shutil.which("skopeo")
-    assert skopeo, "skopeo is required (installed by .ci/run)"
+    skopeo = require_tool("skopeo")
     for name in ra.order:
         info = oci.verify_layout(a / "out" / name, ra.nodes[name].digest, deep=True)
         assert len(info["manifest"]["layers"]) == 1
@@ -121,7 +119,7 @@ def test_archive_target_writes_a_loadable_oci_archive(built_pair):
     assert p.returncode == 0, p.stderr
     tgz = a / "out" / "top.tgz"
     assert tgz.exists()
-    q = subprocess.run(["skopeo", "inspect", f"oci-archive:{tgz}"], capture_output=True, text=True)
+    q = subprocess.run([require_tool("skopeo"), "inspect", f"oci-archive:{tgz}"], capture_output=True, text=True)
     assert q.returncode == 0, q.stderr
     assert json.loads(q.stdout)["Digest"] == ra.nodes["top"].digest
 

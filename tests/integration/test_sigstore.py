@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,16 +23,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import require_tool  # noqa: E402
 from trust_keys import COMMIT, NAMESPACE, keyring, make_tree, new_home, write_policy  # noqa: E402,F401
 
 from quorum import manifest as manifest_mod, simplesign  # noqa: E402
 from quorum import sign as signlib  # noqa: E402
 from quorum.policy import TrustFiles  # noqa: E402
 
-SKOPEO = shutil.which("skopeo")
-REGISTRY = shutil.which("docker-registry")
-
-pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed (CI installs it: apt-get install skopeo)")
 
 
 def _free_port() -> int:
@@ -44,8 +40,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    if REGISTRY is None:
-        pytest.skip("docker-registry is not installed (CI installs it: apt-get install docker-registry)")
+    registry_exe = require_tool("docker-registry")
     d = tmp_path_factory.mktemp("registry")
     port = _free_port()
     (d / "config.yml").write_text(
@@ -53,7 +48,7 @@ def registry(tmp_path_factory):
         f"storage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n")
     log = open(d / "registry.log", "wb")
-    proc = subprocess.Popen([REGISTRY, "serve", str(d / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([registry_exe, "serve", str(d / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -86,7 +81,7 @@ def signed(tmp_path_factory, keyring):
 
 
 def skopeo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SKOPEO, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([require_tool("skopeo"), *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
@@ -130,7 +125,7 @@ def test_pull_with_signedby_policy_and_lookaside(signed, registry, keyring, tmp_
     root, entry, _ = signed
     image = f"docker://{registry}/{NAMESPACE}/hello:1.0"
     push = skopeo("--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false",
-                  f"oci:{root / 'out' / 'hello'}:1.0", image)
+                  f"oci:{root / 'out' / 'hello'}:{NAMESPACE}/hello:1.0", image)
     assert push.returncode == 0, push.stderr
     raw = skopeo("inspect", "--raw", "--tls-verify=false", image)
     assert raw.returncode == 0, raw.stderr

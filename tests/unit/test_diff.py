@@ -56,7 +56,7 @@ def make_layout(tmp: Path, name: str, members: list[dict], *, env=None, version=
     write_tar(raw, members)
     with open(layer, "wb") as dst:
         info = oci.normalize_layer(raw, dst, epoch=EPOCH)
-    oci.write_layout(tmp / name, layer, info, epoch=EPOCH, name="pkg", version=version, env=env)
+    oci.write_layout(tmp / name, layer, info, epoch=EPOCH, name="pkg", version=version, namespace="ns", env=env)
     return tmp / name
 
 
@@ -68,7 +68,7 @@ def make_raw_layout(tmp: Path, name: str, members: list[dict]) -> Path:
     data = layer.read_bytes()
     info = oci.LayerInfo(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data),
                          entries=len(members))
-    oci.write_layout(tmp / name, layer, info, epoch=EPOCH, name="pkg", version="1.0")
+    oci.write_layout(tmp / name, layer, info, epoch=EPOCH, name="pkg", version="1.0", namespace="ns")
     return tmp / name
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quorum import oci
+from quorum import imageref, oci
 from quorum.errors import UnsafeArchiveError
 
 EPOCH = 1700000000
@@ -150,11 +150,17 @@ def test_layout_roundtrip_verify_and_archive(tmp_path):
     layer_file = tmp_path / "layer.tar"
     with open(layer_file, "wb") as fh:
         info = oci.normalize_layer(io.BytesIO(raw), fh, epoch=EPOCH)
-    img = oci.write_layout(tmp_path / "L", layer_file, info, epoch=EPOCH, name="x", version="1")
+    img = oci.write_layout(tmp_path / "L", layer_file, info, epoch=EPOCH, name="x", version="1", namespace="ns")
     got = oci.verify_layout(tmp_path / "L", img.digest, deep=True)
     assert got["config_digest"] == img.config_digest
     cfg = json.loads(oci.blob_path(tmp_path / "L", img.config_digest).read_bytes())
-    assert cfg["created"] == "2023-11-14T22:13:20Z" and "history" not in cfg
+    assert cfg["created"] == "2023-11-14T22:13:20Z"
+    # One history entry per layer (buildah refuses a base without), dated
+    # SOURCE_DATE_EPOCH like everything else.
+    assert cfg["history"] == [{"created": "2023-11-14T22:13:20Z", "created_by": "quorum"}]
+    assert len(cfg["history"]) == len(cfg["rootfs"]["diff_ids"])
+    index = json.loads((tmp_path / "L" / "index.json").read_bytes())
+    assert index["manifests"][0]["annotations"] == {"org.opencontainers.image.ref.name": "ns/x:1"}
     assert cfg["rootfs"]["diff_ids"] == [info.digest]
     # A truncated blob is noticed.
     lp = oci.blob_path(tmp_path / "L", info.digest)
@@ -168,11 +174,11 @@ def test_archive_is_deterministic_and_docker_loadable_shape(tmp_path):
     lf = tmp_path / "layer.tar"
     with open(lf, "wb") as fh:
         info = oci.normalize_layer(io.BytesIO(raw), fh, epoch=EPOCH)
-    oci.write_layout(tmp_path / "L", lf, info, epoch=EPOCH, name="a", version="1")
+    oci.write_layout(tmp_path / "L", lf, info, epoch=EPOCH, name="a", version="1", namespace="ns")
     outs = []
     for _ in range(2):
         b = io.BytesIO()
-        oci.write_archive(tmp_path / "L", b, compress=True, tag="ns/a:1")
+        oci.write_archive(tmp_path / "L", b, compress=True, ref=imageref.reference("ns", "a", "1"))
         outs.append(b.getvalue())
     assert outs[0] == outs[1]
     import gzip
@@ -181,3 +187,11 @@ def test_archive_is_deterministic_and_docker_loadable_shape(tmp_path):
     assert names[:3] == ["oci-layout", "index.json", "manifest.json"]
     dm = json.load(tf.extractfile("manifest.json"))
     assert dm[0]["RepoTags"] == ["ns/a:1"] and dm[0]["Config"].startswith("blobs/sha256/")
+    index = json.load(tf.extractfile("index.json"))
+    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "ns/a:1"
+    # Without a name (quorum's own loads go by image ID) the archive names nothing.
+    b = io.BytesIO()
+    oci.write_archive(tmp_path / "L", b)
+    tf = tarfile.open(fileobj=io.BytesIO(b.getvalue()))
+    assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] is None
+    assert "annotations" not in json.load(tf.extractfile("index.json"))["manifests"][0]

@@ -18,7 +18,7 @@ def staged_layout(store: Store, st, content: bytes):
     lf = st / "layer.tar"
     with open(lf, "wb") as fh:
         info = oci.normalize_layer(io.BytesIO(buf.getvalue()), fh, epoch=EPOCH)
-    return oci.write_layout(st / "layout", lf, info, epoch=EPOCH, name="p", version="1")
+    return oci.write_layout(st / "layout", lf, info, epoch=EPOCH, name="p", version="1", namespace="ns")
 
 
 def rec(img, ih="sha256:" + "1" * 64):

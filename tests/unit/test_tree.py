@@ -149,3 +149,14 @@ def test_seed_omit_cannot_drop_a_requested_package(tmp_path):
     msg = err(tmp_path, {"a": ok_pkg("a")},
               seeds={"s": "name: s\nrequest: [gcc-12, make]\nomit: [make]\n"})
     assert "omit[0]: 'make' is requested and omitted at once" in msg
+
+
+def test_two_names_for_one_image_name_are_refused(tmp_path):
+    # "c++" and "cpp" would share quorum's image name t/cpp (imageref).
+    msg = err(tmp_path, {"c++": ok_pkg("c++"), "cpp": ok_pkg("cpp")})
+    assert "would share the image name t/cpp" in msg and "package.yaml: name:" in msg
+
+
+def test_a_namespace_no_image_name_can_start_with_is_refused(tmp_path):
+    msg = err(tmp_path, {"a": ok_pkg("a")}, config="name: t\nnamespace: a..b\ndefaults:\n  seed: s\n")
+    assert "quorum.yaml: namespace: 'a..b' cannot be part of an image name" in msg

@@ -6,6 +6,6 @@ distinct people signed the same hash manifest."""
 # (the normaliser, the templates, the layout writer).  It is part of every
 # input hash, so an upgrade of quorum rebuilds instead of trusting artifacts
 # produced by older code.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 __version__ = "0.1.0"

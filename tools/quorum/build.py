@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import graph as graphmod
-from . import inputs, manifest, oci, render, seed as seedmod, temps
+from . import imageref, inputs, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Engine
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache
@@ -154,7 +154,7 @@ class Builder:
         for n in order:
             node = self.tree.seeds.get(n) or self.tree.packages[n]
             kind = "seed" if n in self.tree.seeds else node.kind
-            version = node.version if isinstance(node, Package) else f"{len(node.debs)} debs"
+            version = node.version if isinstance(node, Package) else seedmod.version(node)
             self.results[n] = NodeResult(name=n, kind=kind, version=version)
         self.emit({"event": "plan", "order": order, "jobs": self.opt.jobs})
         waiting = {n: sum(1 for p in g.predecessors(n) if p in need) for n in order}
@@ -386,10 +386,12 @@ class Builder:
             raise EngineError(f"the engine did not take {name}'s image as {config_digest}")
         return True
 
+    def _image_ref(self, name: str) -> imageref.ImageRef:
+        return imageref.reference(self.tree.config.namespace, name, self.results[name].version)
+
     def _tag(self, name: str, r: NodeResult) -> None:
-        repo = f"{self.tree.config.namespace}/{name}"
-        tag = r.version if r.kind != "seed" else "seed"
-        self.engine.tag(r.config_digest, repo, tag.replace(":", "_").replace("~", "_").replace("+", "_"))
+        ref = self._image_ref(name)
+        self.engine.tag(r.config_digest, ref.repository, ref.tag)
 
     # --- the builds -----------------------------------------------------------
     def _build_seed(self, s: Seed) -> None:
@@ -404,8 +406,8 @@ class Builder:
             with open(layer_file, "wb") as f:
                 layer = oci.normalize_layer(raw, f, epoch=epoch)
             raw.unlink()
-            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name,
-                                   version=r.version, env=dict(s.env), arch=s.arch)
+            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name, version=r.version,
+                                   namespace=self.tree.config.namespace, env=dict(s.env), arch=s.arch)
             self._publish(s.name, st / "layout", img, r, t0)
 
     def _build_package(self, pkg: Package, rendered: render.Rendered, seed_ref, deps) -> None:
@@ -439,7 +441,7 @@ class Builder:
                 layer_raw.unlink()
                 self.engine.remove_image(image)
                 img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=pkg.name,
-                                       version=pkg.version)
+                                       version=pkg.version, namespace=self.tree.config.namespace)
                 log.line(f"quorum: artifact {img.digest} ({layer.entries} entries, {img.size} bytes)")
                 # The artifact (not the engine's image) is what dependents
                 # and the smoke test use: load it back first.
@@ -501,9 +503,7 @@ class Builder:
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    r = self.results[name]
-                    oci.write_archive(self.store.layout(name), f, compress=True,
-                                      tag=f"{self.tree.config.namespace}/{name}:{r.version}")
+                    oci.write_archive(self.store.layout(name), f, compress=True, ref=self._image_ref(name))
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, dst)

@@ -26,7 +26,7 @@ class ManifestError(QuorumError):
 @dataclass(frozen=True)
 class Entry:
     kind: str            # "seed" | "bootstrap" | "package"
-    version: str         # package version, or for a seed the number of pinned debs as "N debs"
+    version: str         # package version, or for a seed seed.version(): "<N>debs-<hash of the pins>"
     digest: str          # OCI manifest digest of the artifact
     input_hash: str
     size: int            # bytes of the artifact's blobs

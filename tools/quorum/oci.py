@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from . import canon
+from . import canon, imageref
 from .errors import QuorumError, UnsafeArchiveError
 from .safeio import JSON_LIMIT, load_json
 
@@ -32,6 +32,11 @@ MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+# What a config's history entry says made the layer: a constant, so that the
+# digest does not change with quorum's release or the machine.
+HISTORY_CREATED_BY = "quorum"
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -207,9 +212,10 @@ def rfc3339(epoch: int) -> str:
 def image_config(layer: LayerInfo, *, epoch: int, env: dict[str, str] | None = None,
                  arch: str = "amd64") -> dict:
     """The image config: only fields that are the same on every machine.
-    ``created`` is SOURCE_DATE_EPOCH, never the build time; there is no
-    ``history`` (the engine's history records the builder's commands and
-    times), no hostname, no container id."""
+    ``created`` is SOURCE_DATE_EPOCH, never the build time; no hostname, no
+    container id.  ``history`` has one entry per layer, because buildah (and
+    so Podman) refuses a base image whose history does not account for every
+    layer; the entry says nothing of the machine or the builder's commands."""
     envd = {"PATH": DEFAULT_PATH}
     envd.update(env or {})
     return {
@@ -218,6 +224,7 @@ def image_config(layer: LayerInfo, *, epoch: int, env: dict[str, str] | None = N
         "created": rfc3339(epoch),
         "config": {"Env": [f"{k}={v}" for k, v in sorted(envd.items())]},
         "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+        "history": [{"created": rfc3339(epoch), "created_by": HISTORY_CREATED_BY}],
     }
 
 
@@ -230,11 +237,14 @@ def _put_blob(layout: Path, data: bytes) -> tuple[str, int]:
 
 
 def write_layout(layout: Path, layer_file: Path, layer: LayerInfo, *, epoch: int,
-                 name: str, version: str, env: dict[str, str] | None = None,
+                 name: str, version: str, namespace: str, env: dict[str, str] | None = None,
                  arch: str = "amd64") -> Image:
     """Write an OCI image layout into the (new, empty) folder ``layout``,
-    moving ``layer_file`` in as the layer blob.  The caller publishes the
-    folder atomically (``store``); nothing here is visible to a reader."""
+    moving ``layer_file`` in as the layer blob.  index.json names the image
+    ``<namespace>/<name>:<tag>`` (``imageref.reference``); the name is not
+    part of the manifest, so the artifact's digest does not depend on it.
+    The caller publishes the folder atomically (``store``); nothing here is
+    visible to a reader."""
     layout.mkdir(parents=True, exist_ok=False)
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -257,7 +267,7 @@ def write_layout(layout: Path, layer_file: Path, layer: LayerInfo, *, epoch: int
         "mediaType": MT_INDEX,
         "manifests": [{
             "mediaType": MT_MANIFEST, "digest": man_digest, "size": man_size,
-            "annotations": {"org.opencontainers.image.ref.name": version},
+            "annotations": {REF_NAME: str(imageref.reference(namespace, name, version))},
         }],
     }
     (layout / "index.json").write_bytes(canon.dumps(index))
@@ -347,11 +357,16 @@ def _tar_add_file(tw: tarfile.TarFile, arcname: str, path: Path | None = None, d
             tw.addfile(ti, f)
 
 
-def write_archive(layout: Path, dst: BinaryIO, *, tag: str | None = None, compress: bool = False) -> None:
+def write_archive(layout: Path, dst: BinaryIO, *, ref: imageref.ImageRef | None = None,
+                  compress: bool = False) -> None:
     """One file holding the layout: an OCI archive (podman load, skopeo
     oci-archive:) that also carries Docker's manifest.json, so ``docker load``
-    and the engine API accept the very same bytes.  Entries in a fixed order
-    with fixed metadata; gzip (for transport only) without name or time."""
+    and the engine API accept the very same bytes.  ``ref`` becomes the
+    Docker ``RepoTags`` and replaces the layout's ref name in the archive's
+    index.json, so both loaders name the image alike; without it the
+    archive names nothing (quorum's own loads go by image ID).  Entries in
+    a fixed order with fixed metadata; gzip (for transport only) without
+    name or time."""
     info = read_layout(layout)
     raw: BinaryIO = dst
     gz = None
@@ -361,11 +376,11 @@ def write_archive(layout: Path, dst: BinaryIO, *, tag: str | None = None, compre
     tw = tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT)
     with tw:
         _tar_add_file(tw, "oci-layout", layout / "oci-layout")
-        _tar_add_file(tw, "index.json", layout / "index.json")
+        _tar_add_file(tw, "index.json", data=canon.dumps(_index_named(layout, ref)))
         man = info["manifest"]
         docker_manifest = [{
             "Config": "blobs/sha256/" + man["config"]["digest"].split(":")[1],
-            "RepoTags": [tag] if tag else None,
+            "RepoTags": [str(ref)] if ref else None,
             "Layers": ["blobs/sha256/" + l["digest"].split(":")[1] for l in man["layers"]],
         }]
         _tar_add_file(tw, "manifest.json", data=canon.dumps(docker_manifest))
@@ -373,6 +388,21 @@ def write_archive(layout: Path, dst: BinaryIO, *, tag: str | None = None, compre
             _tar_add_file(tw, "blobs/sha256/" + digest.split(":")[1], blob_path(layout, digest))
     if gz is not None:
         gz.close()
+
+
+def _index_named(layout: Path, ref: imageref.ImageRef | None) -> dict:
+    """The layout's index.json with its one manifest named ``ref`` (or
+    named nothing)."""
+    index = read_json(layout / "index.json")
+    for m in index["manifests"]:
+        ann = {k: v for k, v in (m.get("annotations") or {}).items() if k != REF_NAME}
+        if ref is not None:
+            ann[REF_NAME] = str(ref)
+        if ann:
+            m["annotations"] = ann
+        else:
+            m.pop("annotations", None)
+    return index
 
 
 def layer_entries(layer_path: Path) -> dict[str, tarfile.TarInfo]:

@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import deb, oci
+from . import canon, deb, oci
 from .errors import DefinitionError, UnsafeArchiveError
 from .fetch import SourceCache
 from .model import Seed, SeedDeb
@@ -144,6 +144,15 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
             ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
             out.addfile(ti)
             owners[name] = ("symlinks", "sym:" + target)
+
+
+def version(seed: Seed) -> str:
+    """The seed's version (its manifest entry and image tag): how many
+    .debs are pinned and a short hash of the pins themselves, e.g.
+    ``43debs-3f2a9c1d0b7e``.  Relocking to other .debs gives another version;
+    the same lock gives the same one everywhere (docs/spec/seed.md)."""
+    pins = sorted([d.name, d.version, d.arch, d.sha256] for d in seed.debs)
+    return f"{len(pins)}debs-{canon.sha256_bytes(canon.dumps(pins))[:12]}"
 
 
 def input_fields(seed: Seed, epoch: int) -> dict:

@@ -17,17 +17,11 @@ import json
 import re
 from pathlib import Path
 
-from . import __version__, canon
+from . import __version__, canon, imageref
 from .errors import QuorumError
 
 SIGNATURE_TYPE = "atomic container signature"
 
-# The docker reference grammar (distribution's reference package), in the
-# parts quorum needs: a path component, a domain, a tag.
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
-_DOMAIN = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
-                     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?\Z")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
@@ -35,42 +29,16 @@ class SimpleSignError(QuorumError):
     pass
 
 
-def tag_for(version: str) -> str:
-    """The image tag for a package version: characters a tag cannot hold
-    (``+ ~ :``) become ``_`` (1:2.3+dfsg -> 1_2.3_dfsg)."""
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", version)[:128]
-    return tag if _TAG.match(tag) else "_" + tag[:127]
-
-
-def _split(namespace: str, name: str) -> tuple[str | None, list[str]]:
-    """-> (domain or None, path components) of <namespace>/<name>."""
-    parts = f"{namespace}/{name}".split("/")
-    domain = None
-    # The distribution rule: a first component with '.' or ':' or equal to
-    # "localhost" is a registry host, not part of the repository path.
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        domain = parts.pop(0)
-        if not _DOMAIN.match(domain):
-            raise SimpleSignError(f"{domain!r} is not a registry host name", field="namespace")
-    for c in parts:
-        if not _COMPONENT.match(c):
-            raise SimpleSignError(f"{c!r} cannot be part of an image name (lower-case letters and digits, "
-                                  "single separators . _ - between them)", field="namespace/name")
-    return domain, parts
-
-
 def reference(namespace: str, name: str, version: str) -> str:
-    """``<namespace>/<name>:<tag>``: the docker-reference a signature binds."""
-    domain, parts = _split(namespace, name)
-    repo = "/".join(([domain] if domain else []) + parts)
-    return f"{repo}:{tag_for(version)}"
+    """``<namespace>/<name>:<tag>``: the docker-reference a signature binds
+    (the same name the artifact carries everywhere, see ``imageref``)."""
+    return str(imageref.reference(namespace, name, version))
 
 
 def repository_path(namespace: str, name: str) -> str:
     """The repository path without the registry host: what the lookaside
     layout is keyed by."""
-    _, parts = _split(namespace, name)
-    return "/".join(parts)
+    return imageref.reference(namespace, name, "0").path
 
 
 def payload(ref: str, digest: str, creator: str = f"quorum {__version__}") -> bytes:

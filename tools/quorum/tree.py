@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import imageref
 from .errors import DefinitionError, QuorumError
 from .safeio import DEFINITION_LIMIT, JSON_LIMIT, load_json, read_regular, within
 from .model import (
@@ -250,6 +251,10 @@ def load_config(root: Path) -> TreeConfig:
     name = f.string("name", NAME_RE, required=True, what="a tree name")
     namespace = f.string("namespace", re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}\Z"), default=name,
                          what="an image namespace")
+    try:
+        imageref.check_namespace(namespace)
+    except imageref.ImageRefError as e:
+        raise f.err("namespace", e.message) from None
     sde = f.get("source_date_epoch", int, default=1, what="an integer (seconds since 1970)")
     if not 0 <= sde <= MAX_EPOCH:
         # Past 9999-12-31 no tar, OCI config or ISO date can express it.
@@ -589,6 +594,15 @@ def load_tree(root: str | os.PathLike) -> Tree:
                                       field="name")
             packages[pkg.name] = pkg
     cache.save()
+    # Two nodes whose names map to one image name (a+b, a-plus-b) would
+    # share a tag and a signed docker-reference.
+    image_names: dict[str, str] = {}
+    for node in [*seeds.values(), *packages.values()]:
+        other = image_names.setdefault(imageref.component_for(node.name), node.name)
+        if other != node.name:
+            raise DefinitionError(f"{node.name!r} and {other!r} would share the image name "
+                                  f"{config.namespace}/{imageref.component_for(node.name)}; rename one",
+                                  file=node.definition_file, field="name")
     for gname, members in config.gates:
         for i, m in enumerate(members):
             if m not in packages:

@@ -1,0 +1,197 @@
+"""Every artifact of the fixture tree (seed included), as a layout in out/
+and as an archive, is taken by the OCI tools people use, under its one name
+``<namespace>/<name>:<tag>``: docker load, podman load, skopeo (oci: and
+oci-archive:) and umoci unpack.  Buildah (podman build) accepts an
+artifact as a base, which needs the config's history (docs/spec/artifact.md),
+and the whole tree built through Podman's Docker-compatible API gives the
+manifest Docker gives, byte for byte.
+
+Podman runs on a private storage root under the test's temporary folder
+with the vfs driver, so it touches nothing of the machine's."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import require_tool
+from quorum import build as buildlib
+from quorum import imageref
+from quorum.engine import Engine
+from quorum.errors import EngineError
+from quorum.tree import load_tree
+from treeutil import make_fixture_tree
+
+pytestmark = pytest.mark.engine
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    p = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{' '.join(args)} failed ({p.returncode}):\n{p.stderr or p.stdout}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, locked_seed_text, engine):
+    """The fixture tree built once, with an archive of every node."""
+    tree_dir = make_fixture_tree(tmp_path_factory.mktemp("interop") / "tree", seed_lock=locked_seed_text)
+    tree = load_tree(tree_dir)
+    names = tuple(sorted([*tree.seeds, *tree.packages]))
+    res = buildlib.build(tree, engine=engine, options=buildlib.Options(jobs=2, archives=names))
+    assert res.ok, res.failed()
+    refs = {n: str(imageref.reference(tree.config.namespace, n, res.nodes[n].version)) for n in names}
+    return tree_dir, res, refs
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory):
+    """podman with its own storage (vfs: no overlay mounts needed in a
+    container) that nothing else uses."""
+    exe = require_tool("podman")
+    d = tmp_path_factory.mktemp("podman")
+    return [exe, "--root", str(d / "root"), "--runroot", str(d / "run"), "--storage-driver", "vfs"]
+
+
+def test_names_are_the_one_reference(built):
+    tree_dir, res, refs = built
+    for name, ref in refs.items():
+        assert imageref.is_docker_reference(ref) and imageref.is_oci_ref_name(ref), ref
+        index = json.loads((tree_dir / "out" / name / "index.json").read_bytes())
+        assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == ref
+    assert refs["busybox"].startswith("quorum-fixture/busybox:1debs-")
+
+
+def test_layouts_pass_skopeo_and_umoci_by_name(built, tmp_path):
+    tree_dir, res, refs = built
+    skopeo, umoci = require_tool("skopeo"), require_tool("umoci")
+    for name, ref in refs.items():
+        layout = tree_dir / "out" / name
+        got = json.loads(run(skopeo, "inspect", f"oci:{layout}:{ref}").stdout)
+        assert got["Digest"] == res.nodes[name].digest, name
+        bundle = tmp_path / f"bundle-{name}"
+        run(umoci, "unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle))
+        assert (bundle / "rootfs").is_dir() and (bundle / "config.json").is_file(), name
+
+
+def test_archives_pass_skopeo_copy(built, tmp_path):
+    tree_dir, res, refs = built
+    skopeo = require_tool("skopeo")
+    for name, ref in refs.items():
+        # --preserve-digests: an oci: destination would gzip the layer (a
+        # new manifest); the point is that the very bytes travel.
+        dst = tmp_path / name
+        archive = tree_dir / "out" / f"{name}.tgz"
+        run(skopeo, "--insecure-policy", "copy", "--quiet", "--preserve-digests", f"oci-archive:{archive}",
+            f"oci:{dst}:{ref}")
+        got = json.loads(run(skopeo, "inspect", f"oci:{dst}:{ref}").stdout)
+        assert got["Digest"] == res.nodes[name].digest, name
+
+
+def test_archives_pass_docker_load(built, engine):
+    tree_dir, res, refs = built
+    docker = require_tool("docker")
+    for name, ref in refs.items():
+        out = run(docker, "load", "-i", str(tree_dir / "out" / (name + ".tgz"))).stdout
+        assert f"Loaded image: {ref}\n" in out, out
+        # Checked by ID, not by tag: another checkout on the same engine may
+        # move the tag at any moment.
+        assert engine.has_image(res.nodes[name].config_digest), name
+
+
+def test_archives_pass_podman_load(built, podman):
+    tree_dir, res, refs = built
+    for name, ref in refs.items():
+        out = run(*podman, "load", "-i", str(tree_dir / "out" / (name + ".tgz"))).stdout
+        # podman puts "localhost/" before a name without a registry host.
+        assert f"Loaded image: localhost/{ref}\n" in out, out
+        got = json.loads(run(*podman, "image", "inspect", f"localhost/{ref}").stdout)[0]
+        assert got["Digest"] == res.nodes[name].digest and "sha256:" + got["Id"] == res.nodes[name].config_digest
+
+
+def test_podman_builds_on_an_artifact(built, podman, tmp_path):
+    """buildah refuses a base whose config history does not cover its
+    layers ("history lists 2 non-empty layers, but we have 3 layers on
+    disk" at the second commit); two COPYs on the seed are enough to find
+    out, and need no container runtime."""
+    tree_dir, res, refs = built
+    run(*podman, "load", "-i", str(tree_dir / "out" / "busybox.tgz"))
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "hello.txt").write_text("hello\n")
+    # Two commits: the second is where buildah counts the base's history.
+    (tmp_path / "ctx" / "Containerfile").write_text(
+        f"FROM localhost/{refs['busybox']}\nCOPY hello.txt /hello.txt\nCOPY hello.txt /again.txt\n")
+    run(*podman, "build", "--quiet", "--tag", "localhost/interop-child:1", str(tmp_path / "ctx"))
+    got = json.loads(run(*podman, "image", "inspect", "localhost/interop-child:1").stdout)[0]
+    assert len(got["RootFS"]["Layers"]) == 3
+
+
+# What Podman needs in this container, and why:
+# - vfs: it needs no mounts, so a test that dies leaves nothing mounted,
+#   and it works whatever file system the temporary folder is on (the
+#   fixture tree is small, so vfs's full copies cost little).
+# - runc: the container's cgroups are v1 with a v2 "unified" mount
+#   (hybrid), which crun (Debian podman's default runtime) refuses for every
+#   RUN step: "cgroups in hybrid mode not supported".  runc works on any.
+# Nothing else (no rlimits, no cgroup manager, no network set-up: quorum's
+# builds run with the network off).
+_CONTAINERS_CONF = """\
+[engine]
+runtime = "runc"
+"""
+
+
+@pytest.fixture(scope="module")
+def podman_service(tmp_path_factory):
+    """``podman system service`` on a socket of its own, with its own
+    storage and configuration (never the machine's); stopped by PID."""
+    exe = require_tool("podman")
+    require_tool("runc")
+    d = tmp_path_factory.mktemp("podman-service")
+    (d / "containers.conf").write_text(_CONTAINERS_CONF)
+    (d / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{d / "root"}"\n'
+                                    f'runroot = "{d / "run"}"\n')
+    env = dict(os.environ, CONTAINERS_CONF=str(d / "containers.conf"),
+               CONTAINERS_STORAGE_CONF=str(d / "storage.conf"))
+    url = f"unix://{d / 'podman.sock'}"
+    log = open(d / "service.log", "wb")
+    proc = subprocess.Popen([exe, "system", "service", "--time=0", url], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Engine(url).client
+                break
+            except EngineError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("podman system service did not come up:\n"
+                                         + (d / "service.log").read_text()[-2000:]) from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_the_tree_through_podman_gives_dockers_manifest_byte_for_byte(built, podman_service, locked_seed_text,
+                                                                      tmp_path):
+    docker_tree, docker_res, _ = built
+    tree_dir = make_fixture_tree(tmp_path / "tree", seed_lock=locked_seed_text)
+    # One job: two parallel builds on Podman race the removal of one's
+    # intermediate images against the other's cache lookup ("getting top
+    # layer info: layer not known"), the Podman face of the known
+    # removed-image bug of parallel builds.
+    res = buildlib.build(load_tree(tree_dir), engine=Engine(podman_service), options=buildlib.Options(jobs=1))
+    assert res.ok, {n: r.error for n, r in res.nodes.items() if r.status == "failed"}
+    assert all(r.status == "built" for r in res.nodes.values())
+    assert (tree_dir / "manifests" / "manifest.json").read_bytes() == \
+        (docker_tree / "manifests" / "manifest.json").read_bytes()
