@@ -486,3 +486,82 @@ def test_policy_history_gap_is_an_error(tmp_path, keyring, state):
     release(root, keyring)
     with pytest.raises(QuorumError, match="policy-history/1.yaml: missing"):
         check(root, state)
+
+
+# --- anchor keys in odd states (issue #10) -----------------------------------------------------
+
+def _with_odd_anchor(tmp_path, keyring, kind, *, public=None):
+    """maintainer 1-of-{alice, odd}, reviewer 1-of-{carol}; released by
+    alice, signed by carol, and a signature of the odd key planted."""
+    from trust_keys import odd_key
+    odd = odd_key(keyring, kind)
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [keyring["alice"], odd.key]), "reviewer": (1, [keyring["carol"]])})
+    if public is not None:
+        TrustFiles(root).key_file("maintainer", odd.key.fpr).write_bytes(public)
+    release(root, keyring)
+    sign(root, keyring, "carol")
+    return root, odd
+
+
+def test_revoked_anchor_is_reported_and_does_not_count(tmp_path, keyring, state):
+    root, odd = _with_odd_anchor(tmp_path, keyring, "revoked")
+    data = TrustFiles(root).manifest.read_bytes()
+    plant(root, odd.key.fpr, odd.sign(data))
+    rep = check(root, state, record=False)
+    # The threshold is met by alice: the revoked key neither breaks nor helps.
+    assert rep.ok, rep.to_json()
+    assert role(rep, "maintainer").signers == [(keyring["alice"].fpr, keyring["alice"].uid)]
+    assert uncounted(rep)[odd.key.fpr + ".asc"] == "made by a revoked key"
+    assert any(f"{odd.key.fpr} (maintainer) is revoked on 20" in n for n in rep.notes), rep.notes
+    # Alone, the revoked key can never meet a threshold.
+    TrustFiles(root).signature(keyring["alice"].fpr).unlink()
+    assert not check(root, state).ok
+
+
+def test_expired_anchor_is_reported_and_does_not_count(tmp_path, keyring, state):
+    from trust_keys import PAST_SIGNING
+    root, odd = _with_odd_anchor(tmp_path, keyring, "expired")
+    data = TrustFiles(root).manifest.read_bytes()
+    # Signed in 2020, while the key was still valid: it expired since.
+    plant(root, odd.key.fpr, odd.sign(data, "--faked-system-time", PAST_SIGNING))
+    rep = check(root, state, record=False)
+    assert rep.ok, rep.to_json()
+    assert uncounted(rep)[odd.key.fpr + ".asc"] == "made by an expired key"
+    assert any("is expired on 2020-01-02" in n for n in rep.notes), rep.notes
+
+
+def test_revoked_key_kept_in_retired_checks_an_old_rotation(tmp_path, keyring, state):
+    # docs/trust.md: removed anchors' key files go to keys/retired/.  The
+    # rotation v1 -> v2 was approved by alice; the revoked key was a v1
+    # maintainer too, and its (revoked) key file must not break the chain.
+    from trust_keys import odd_key
+    k, odd = keyring, odd_key(keyring, "revoked")
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [k["alice"], odd.key])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"]])}, version=2, path=tmp_path / "v2.yaml")
+    signlib.rotate_policy(root, new)
+    signlib.sign_policy(root, user=k.home, key=k["alice"].fpr)
+    files = TrustFiles(root)
+    retired = files.keys / "retired" / f"{odd.key.fpr}.asc"
+    retired.parent.mkdir()
+    files.key_file("maintainer", odd.key.fpr).rename(retired)
+    release(root, k)
+    rep = check(root, state)
+    assert rep.ok and [r.ok for r in rep.rotations] == [True], rep.to_json()
+
+
+@pytest.mark.parametrize("kind, why", [("rsa1024", "its primary key is a 1024-bit RSA key"),
+                                       ("dsa1024", "its primary key is a 1024-bit DSA key")])
+def test_weak_anchor_key_is_refused_at_policy_load(tmp_path, keyring, state, kind, why):
+    from trust_keys import odd_key
+    odd = odd_key(keyring, kind)
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [keyring["alice"], odd.key])})
+    release(root, keyring)
+    plant(root, odd.key.fpr, odd.sign(TrustFiles(root).manifest.read_bytes(), "--digest-algo", "SHA512"))
+    with pytest.raises(QuorumError) as e:
+        check(root, state)
+    msg = str(e.value)
+    assert msg.startswith(str(TrustFiles(root).key_file("maintainer", odd.key.fpr))) and why in msg
+    assert "RSA of at least 3072 bits" in msg

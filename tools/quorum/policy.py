@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 
 from . import canon
 from .errors import DefinitionError, QuorumError
-from .gpg import Home, KeyInfo, is_fingerprint
+from .gpg import Home, KeyInfo, KeyPart, is_fingerprint
 from .safeio import DEFINITION_LIMIT, read_regular
 from .tree import _Fields, parse_yaml
 
@@ -164,15 +165,35 @@ def _load_role(data, name: str, path: Path) -> Role:
 # --- anchor key files ---------------------------------------------------------
 
 def check_key_file(home: Home, path: Path, fingerprint: str) -> KeyInfo:
-    """The one public key in ``path``, which must be ``fingerprint``.
+    """The one public key in ``path``, which must be ``fingerprint``."""
+    return check_key_data(home, _read_key_file(path), path, fingerprint)
+
+
+def import_anchor(home: Home, path: Path, fingerprint: str) -> KeyInfo:
+    """Check the key file and import the very bytes that were checked (a
+    second read could find another file swapped in meanwhile)."""
+    data = _read_key_file(path)
+    key = check_key_data(home, data, path, fingerprint)
+    home.import_keys(data)
+    return key
+
+
+def _read_key_file(path: Path) -> bytes:
+    if not path.exists() and not path.is_symlink():
+        raise PolicyError("missing (each anchor needs its public key here)", file=path)
+    return read_regular(path, limit=MAX_KEY_FILE, error=PolicyError, what="key file")
+
+
+def check_key_data(home: Home, data: bytes, path: Path, fingerprint: str) -> KeyInfo:
+    """The one public key in ``data`` (read from ``path``).
 
     A file with two primary keys is refused: whoever reviews the file sees
     one name, and a second key riding along would become an anchor
     unnoticed.  A secret key is refused: it does not belong in a repository
-    and would need an agent to import."""
-    if path.is_symlink() or not path.is_file():
-        raise PolicyError("missing, or not a regular file (each anchor needs its public key here)", file=path)
-    data = read_regular(path, limit=MAX_KEY_FILE, error=PolicyError, what="key file")
+    and would need an agent to import.  A weak key is refused: its
+    signatures could be forged.  A revoked or expired key is *not* refused
+    here: it is reported and its signatures do not count (GnuPG says so
+    when verifying), but the rest of the policy still works."""
     keys = home.show_keys(data)
     if not keys:
         raise PolicyError("holds no OpenPGP public key (malformed armor?)", file=path)
@@ -185,7 +206,54 @@ def check_key_file(home: Home, path: Path, fingerprint: str) -> KeyInfo:
         hint = " (that is a subkey: name the file after the primary key)" if fingerprint in key.subkeys else ""
         raise PolicyError(f"holds key {key.fingerprint}, but the file is named for {fingerprint}{hint}",
                           file=path)
+    for part in key.parts:
+        # Subkeys that cannot sign, or can no longer sign, make no signature
+        # that could count; every other one must be strong.
+        if part is not key.primary and not (part.can_sign and part.usable):
+            continue
+        weak = weakness(part)
+        if weak:
+            which = "its primary key" if part is key.primary else f"its signing subkey {part.fingerprint}"
+            raise PolicyError(f"{which} is {weak}; anchors need RSA of at least {MIN_RSA_BITS} bits, Ed25519/"
+                              "Ed448 or ECDSA on P-256/P-384/P-521 (docs/spec/policy.md#key-strength): the "
+                              "key's owner makes a new key and the policy is rotated to it", file=path)
     return key
+
+
+# Minimum strength of an anchor (docs/spec/policy.md#key-strength).  A
+# 1024-bit RSA or DSA key can be factored or its discrete log computed by a
+# well-funded attacker, who could then sign any manifest as that anchor; DSA
+# also leaks the key through a biased or reused nonce.
+MIN_RSA_BITS = 3072
+_RSA = {1, 2, 3}
+_ECDSA_CURVES = {"nistp256", "nistp384", "nistp521"}
+_EDDSA_CURVES = {"ed25519", "ed448"}
+_ALGO_NAMES = {16: "Elgamal", 17: "DSA", 18: "ECDH", 19: "ECDSA", 22: "EdDSA"}
+
+
+def weakness(part: KeyPart) -> str | None:
+    """Why this key (part) is too weak to be an anchor, or None."""
+    if part.algo in _RSA:
+        return None if part.bits >= MIN_RSA_BITS else f"a {part.bits}-bit RSA key"
+    if part.algo == 19:
+        return None if part.curve in _ECDSA_CURVES else f"an ECDSA key on curve {part.curve or '?'}"
+    if part.algo in (22, 27, 28):    # EdDSA; 27/28: Ed25519/Ed448 of RFC 9580
+        return None if part.algo != 22 or part.curve in _EDDSA_CURVES else f"an EdDSA key on {part.curve or '?'}"
+    return f"a {part.bits}-bit {_ALGO_NAMES.get(part.algo, f'algorithm-{part.algo}')} key"
+
+
+def key_status(key: KeyInfo) -> str | None:
+    """"revoked on …" / "expired on …" for a key whose signatures cannot
+    count any more, else None."""
+    if key.revoked:
+        return "revoked" + (f" on {_day(key.revoked_at)}" if key.revoked_at else "")
+    if key.expired:
+        return "expired" + (f" on {_day(key.primary.expires)}" if key.primary and key.primary.expires else "")
+    return None
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
 
 
 def import_anchors(home: Home, files: TrustFiles, policy: Policy) -> dict[str, KeyInfo]:
@@ -194,9 +262,7 @@ def import_anchors(home: Home, files: TrustFiles, policy: Policy) -> dict[str, K
     keys: dict[str, KeyInfo] = {}
     for role in policy.roles.values():
         for fpr in role.keys:
-            path = files.key_file(role.name, fpr)
-            keys[fpr] = check_key_file(home, path, fpr)
-            home.import_keys(path.read_bytes())
+            keys[fpr] = import_anchor(home, files.key_file(role.name, fpr), fpr)
     return keys
 
 

@@ -232,8 +232,7 @@ def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: po
             if p is None:
                 missing.append(fpr)
                 continue
-            policy_mod.check_key_file(h, p, fpr)
-            h.import_keys(p.read_bytes())
+            policy_mod.import_anchor(h, p, fpr)
         checked = check_signature_dir(h, files.policy_signatures(new.version), new.data)
     signers = sorted({c.fingerprint for c in checked if c.problem is None and c.fingerprint in role.keys})
     return Rotation(version=new.version, threshold=role.threshold, role=role.name, signers=signers,
@@ -337,7 +336,7 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
     report.notes += [f"{p} is not listed in the policy and is ignored" for p in policy_mod.unlisted_key_files(files, pol)]
     entries, head = _read_log(files, state, accept_serial, report)
     with Home.temporary() as home:
-        policy_mod.import_anchors(home, files, pol)
+        anchors = policy_mod.import_anchors(home, files, pol)
         report.signatures = check_signature_dir(home, files.signatures, data)
     for c in report.signatures:
         if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
@@ -346,6 +345,14 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
     report.roles = tally(pol, report.signatures)
+    for fpr, key in sorted(anchors.items()):
+        status = policy_mod.key_status(key)
+        if status:
+            # Reported, not fatal: the other anchors may still meet the
+            # thresholds, and a maintainer's key expiring must not stop
+            # every user's verification.
+            report.notes.append(f"anchor {key.name} {fpr} ({', '.join(pol.roles_of(fpr))}) is {status}: "
+                                "its signatures do not count")
     if report.ok and record:
         State(serial=man.serial, manifest_sha256=report.manifest_sha256, policy_version=pol.version,
               policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
