@@ -565,3 +565,15 @@ def test_weak_anchor_key_is_refused_at_policy_load(tmp_path, keyring, state, kin
     msg = str(e.value)
     assert msg.startswith(str(TrustFiles(root).key_file("maintainer", odd.key.fpr))) and why in msg
     assert "RSA of at least 3072 bits" in msg
+
+
+def test_signature_dated_in_the_future_does_not_count(tree, keyring, state):
+    data = TrustFiles(tree).manifest.read_bytes()
+    forge(tree, keyring, "carol", data, extra=["--faked-system-time", "20300101T000000"])
+    rep = check(tree, state)
+    assert not rep.ok and uncounted(rep)[keyring["carol"].fpr + ".asc"].startswith(
+        "dated 2030-01-01T00:00:00Z, in the future")
+    # Within the allowed clock skew a signature counts: a verifier whose
+    # clock is a few minutes behind the signer's.
+    sign(tree, keyring, "dave")
+    assert check(tree, state, now=now() - verifylib.MAX_CLOCK_SKEW / 2).ok

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from . import canon, manifest as manifest_mod, policy as policy_mod, translog
@@ -32,6 +32,9 @@ EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A detached signature is a few hundred bytes; anything huge is not one.
 MAX_SIGNATURE = 64 * 1024
 STATE_FORMAT = "quorum.state/1"
+# How far a signature's date may be ahead of this machine's clock: clocks
+# drift, but not by more than this on a machine that keeps time.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 
 
 class VerifyError(QuorumError):
@@ -77,15 +80,17 @@ class Checked:
                 "uid": self.uid, "counted": self.problem is None, "problem": self.problem}
 
 
-def check_signature_dir(home: Home, d: Path, data: bytes) -> list[Checked]:
+def check_signature_dir(home: Home, d: Path, data: bytes, now: datetime | None = None) -> list[Checked]:
     """Check every file in ``d`` as a signature over ``data`` in ``home``
     (which holds the anchors and nothing else)."""
     if not d.is_dir():
         return []
-    return [check_signature_file(home, p, data) for p in sorted(d.iterdir()) if not p.name.startswith(".")]
+    now = now or datetime.now(timezone.utc)
+    return [check_signature_file(home, p, data, now) for p in sorted(d.iterdir()) if not p.name.startswith(".")]
 
 
-def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
+def check_signature_file(home: Home, p: Path, data: bytes, now: datetime | None = None) -> Checked:
+    now = now or datetime.now(timezone.utc)
     c = Checked(file=p)
     if p.is_symlink() or not p.is_file():
         c.problem = "not a regular file"
@@ -112,9 +117,19 @@ def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
                 c.problem = f"made by {s.primary}, but the file is named for {p.stem}"
             elif s.sig_class != "00":
                 c.problem = f"not a binary-document signature (class {s.sig_class})"
+            elif s.created is not None and s.created > (now + MAX_CLOCK_SKEW).timestamp():
+                # A date in the future is a clock that lies or a signature
+                # made to outlive a revocation or expiry that comes before
+                # its date; either way it cannot be placed in time.
+                c.problem = (f"dated {_utc(s.created)}, in the future (more than "
+                             f"{int(MAX_CLOCK_SKEW.total_seconds()) // 60} minutes ahead of this machine's clock)")
             else:
                 c.fingerprint = s.primary
     return c
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime(EXPIRES_FORMAT)
 
 
 # --- counting per role -----------------------------------------------------------------------
@@ -221,7 +236,8 @@ def policy_at(files: policy_mod.TrustFiles, current: policy_mod.Policy, version:
     return old
 
 
-def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy) -> Rotation:
+def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy,
+                   now: datetime | None = None) -> Rotation:
     """Is ``new`` signed by a threshold of ``old``'s rotation role?  Checked
     in a home holding only those keys, so nobody else's signature can count."""
     role = old.roles[old.rotation_role]
@@ -233,14 +249,15 @@ def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: po
                 missing.append(fpr)
                 continue
             policy_mod.import_anchor(h, p, fpr)
-        checked = check_signature_dir(h, files.policy_signatures(new.version), new.data)
+        checked = check_signature_dir(h, files.policy_signatures(new.version), new.data, now)
     signers = sorted({c.fingerprint for c in checked if c.problem is None and c.fingerprint in role.keys})
     return Rotation(version=new.version, threshold=role.threshold, role=role.name, signers=signers,
                     checked=checked, missing_keys=missing)
 
 
 def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, state: State,
-                       accept_policy: bool = False) -> tuple[list[str], list[str], list[Rotation]]:
+                       accept_policy: bool = False,
+                       now: datetime | None = None) -> tuple[list[str], list[str], list[Rotation]]:
     """-> (problems, notes, rotations checked).  From the version this
     machine accepted last (else version 1, trusted on first use) up to the
     current one, each version must be signed by a threshold of the rotation
@@ -265,7 +282,7 @@ def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy,
                     "(the policy history was rewritten; --accept-policy to trust it anyway)"], notes, []
     rotations = []
     for n in range(start + 1, current.version + 1):
-        rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n))
+        rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n), now)
         rotations.append(rot)
         notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) under manifests/keys/: "
                   f"its approval of version {n} cannot be checked" for f in rot.missing_keys]
@@ -330,14 +347,14 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
                     manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version)
     report.problems += _freshness(man, now, files.manifest)
     report.problems += _rollback(man, report.manifest_sha256, state, accept_serial)
-    problems, notes, report.rotations = check_policy_chain(files, pol, state, accept_policy)
+    problems, notes, report.rotations = check_policy_chain(files, pol, state, accept_policy, now)
     report.problems += problems
     report.notes += notes
     report.notes += [f"{p} is not listed in the policy and is ignored" for p in policy_mod.unlisted_key_files(files, pol)]
     entries, head = _read_log(files, state, accept_serial, report)
     with Home.temporary() as home:
         anchors = policy_mod.import_anchors(home, files, pol)
-        report.signatures = check_signature_dir(home, files.signatures, data)
+        report.signatures = check_signature_dir(home, files.signatures, data, now)
     for c in report.signatures:
         if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
                                                manifest_sha256=report.manifest_sha256) is None:
