@@ -577,3 +577,20 @@ def test_signature_dated_in_the_future_does_not_count(tree, keyring, state):
     # clock is a few minutes behind the signer's.
     sign(tree, keyring, "dave")
     assert check(tree, state, now=now() - verifylib.MAX_CLOCK_SKEW / 2).ok
+
+
+@pytest.mark.parametrize("folder", ["signatures", "keys/maintainer", "keys", "policy-signatures"])
+def test_trust_folder_that_is_a_symlink_is_refused(tree, keyring, state, tmp_path, folder):
+    # The attacker's folder outside the tree holds good signatures and keys:
+    # were the link followed, verification would pass.
+    sign(tree, keyring, "carol")
+    files = TrustFiles(tree)
+    d = files.manifests / folder
+    if not d.exists():
+        d.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(d), str(elsewhere))
+    d.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(QuorumError, match=f"{folder}: is a symbolic link; trust files are read only from real"):
+        check(tree, state)
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 1

@@ -68,6 +68,27 @@ class TrustFiles:
     def policy_history(self) -> Path:
         return self.manifests / "policy-history"
 
+    def refuse_linked_folders(self) -> None:
+        """Every folder quorum reads trust files from must be a real folder
+        of the tree.  Files are opened without following symlinks, but a
+        folder that is a link (``signatures -> /elsewhere``) would make
+        every file in it come from outside the repository that was
+        reviewed, or from a place that never ends (a FIFO, /proc)."""
+        top = [self.manifests, self.keys, self.signatures, self.policy_history,
+               self.manifests / "policy-signatures", self.sigstore]
+        for d in top + self._children(self.keys) + self._children(self.manifests / "policy-signatures"):
+            if d.is_symlink():
+                raise PolicyError("is a symbolic link; trust files are read only from real folders inside "
+                                  "the tree: replace the link by a folder holding the files", file=d)
+            if d.exists() and not d.is_dir():
+                raise PolicyError("must be a folder", file=d)
+
+    @staticmethod
+    def _children(d: Path) -> list[Path]:
+        if d.is_symlink() or not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if not p.name.startswith("."))
+
     def key_file(self, role: str, fingerprint: str) -> Path:
         return self.keys / role / f"{fingerprint}.asc"
 
@@ -270,11 +291,11 @@ def find_key_file(files: TrustFiles, fingerprint: str) -> Path | None:
     """A key file for ``fingerprint`` in any role's folder (also the folder
     of retired keys): checking an old rotation needs the keys of people who
     may no longer hold a role."""
-    if not files.keys.is_dir():
+    if files.keys.is_symlink() or not files.keys.is_dir():
         return None
     for d in sorted(files.keys.iterdir()):
         p = d / f"{fingerprint}.asc"
-        if d.is_dir() and p.is_file():
+        if not d.is_symlink() and d.is_dir() and (p.exists() or p.is_symlink()):
             return p
     return None
 

@@ -23,10 +23,10 @@ from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
 from .gpg import Home, SigResult
 from .manifest import Manifest
-from .safeio import loads_json, read_regular
+from .safeio import DEFINITION_LIMIT, JSON_LIMIT, loads_json, read_regular
 from .store import Store
 from .tree import load_config
-from .verify import EXPIRES_FORMAT, load_manifest, parse_expires
+from .verify import EXPIRES_FORMAT, MAX_SIGNATURE, load_manifest, parse_expires
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])\Z")
@@ -188,6 +188,8 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
     now = now or datetime.now(timezone.utc)
     files = policy_mod.TrustFiles(root)
     config = load_config(root)
+    # Writing through a linked folder would put signatures outside the tree.
+    files.refuse_linked_folders()
     finish_interrupted(root)
     user = user or Home.user()
     key = key if key is not None else signing_key(root)
@@ -264,7 +266,8 @@ class Journal:
     def apply(self, files: policy_mod.TrustFiles) -> tuple[list[Path], dict]:
         removed: list[Path] = []
         sig_path = files.signature(self.signer)
-        current = files.manifest.read_bytes() if files.manifest.is_file() else None
+        current = (read_regular(files.manifest, limit=JSON_LIMIT, error=SignError, what="manifest")
+                   if files.manifest.exists() or files.manifest.is_symlink() else None)
         if self.release and current != self.manifest:
             # Signatures over the old bytes can never count again.
             removed = remove_stale_signatures(files)
@@ -343,7 +346,7 @@ def _own_signature_index(h: Home, d: Path, primary: str) -> int | None:
     """The N of an existing signature-N by this key (checked in a home that
     holds only this key, so a good signature is this key's)."""
     for i, p in enumerate(simplesign.signature_files(d), start=1):
-        v, _ = h.verify_attached(p.read_bytes())
+        v, _ = h.verify_attached(read_regular(p, limit=MAX_SIGNATURE, error=SignError, what="image signature"))
         if v.problem() is None and v.signatures[0].primary == primary:
             return i
     return None
@@ -391,7 +394,8 @@ def rotate_policy(root: Path, new_policy: Path) -> policy_mod.Policy:
         raise SignError(f"is version {new.version}; the next version after {cur.version} must be "
                         f"{cur.version + 1}", file=new_policy, field="version")
     hist = files.old_policy(cur.version)
-    if hist.exists() and hist.read_bytes() != cur.data:
+    if (hist.exists() or hist.is_symlink()) and read_regular(hist, limit=DEFINITION_LIMIT, error=SignError,
+                                                             what="policy") != cur.data:
         raise SignError("already holds a different policy of that version", file=hist)
     canon.atomic_write(hist, cur.data)
     canon.atomic_write(files.policy, new.data)

@@ -225,7 +225,7 @@ def policy_at(files: policy_mod.TrustFiles, current: policy_mod.Policy, version:
     if version == current.version:
         return current
     path = files.old_policy(version)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise VerifyError(f"missing: policy version {version} is needed to check the rotation chain up to "
                           f"version {current.version} (keep every old policy; 'quorum policy rotate' does)",
                           file=path)
@@ -335,6 +335,7 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         # The manifest, signatures and log are mid-change on this machine.
         raise VerifyError("an interrupted 'quorum sign' left its journal here: run 'quorum sign' again to "
                           "finish it, then verify", file=journal)
+    files.refuse_linked_folders()
     man, data = load_manifest(files.manifest)
     # Before the tree name is used as a file name, and so that a manifest
     # moved here from another tree is not taken for this one.
