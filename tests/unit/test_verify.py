@@ -594,3 +594,62 @@ def test_trust_folder_that_is_a_symlink_is_refused(tree, keyring, state, tmp_pat
     with pytest.raises(QuorumError, match=f"{folder}: is a symbolic link; trust files are read only from real"):
         check(tree, state)
     assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 1
+
+
+# --- what --json says (issue #10 item 8) ------------------------------------------------------
+
+def _json(capsys, argv) -> tuple[int, dict]:
+    rc = main(argv + ["--json"])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+@pytest.mark.parametrize("breakage, code", [
+    ("no-policy", 1), ("bad-policy", 3), ("linked-signatures", 1), ("non-canonical", 1), ("journal", 1),
+    ("no-manifest", 1), ("bad-quorum-yaml", 3)])
+def test_json_on_every_error_path_is_an_object(tree, keyring, state, capsys, tmp_path, breakage, code):
+    files = TrustFiles(tree)
+    if breakage == "no-policy":
+        files.policy.unlink()
+    elif breakage == "bad-policy":
+        files.policy.write_text("format: quorum.policy/1\nversion: x\n")
+    elif breakage == "linked-signatures":
+        files.signatures.rename(tmp_path / "sigs")
+        files.signatures.symlink_to(tmp_path / "sigs")
+    elif breakage == "non-canonical":
+        files.manifest.write_bytes(files.manifest.read_bytes() + b"\n")
+    elif breakage == "journal":
+        (files.manifests / ".sign-journal.json").write_text("{}")
+    elif breakage == "no-manifest":
+        files.manifest.unlink()
+    elif breakage == "bad-quorum-yaml":
+        (tree / "quorum.yaml").write_text("name: [\n")
+    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state)])
+    assert rc == code and doc["ok"] is False and doc["exit_code"] == code and doc["error"], doc
+
+
+def test_json_reports_uncounted_signer_time_hash_and_subkey(tmp_path, keyring, state, capsys):
+    k = keyring
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [k["erin"]])})
+    release(root, k, "erin", key=k["erin"].sub + "!")
+    data = TrustFiles(root).manifest.read_bytes()
+    forge(root, k, "mallory", data, extra=["--digest-algo", "SHA384"])
+    rc, doc = _json(capsys, ["verify", "--tree", str(root), "--state-dir", str(state)])
+    sigs = {s["file"]: s for s in doc["signatures"]}
+    erin, mallory = sigs[k["erin"].fpr + ".asc"], sigs[k["mallory"].fpr + ".asc"]
+    assert rc == 0 and erin["counted"] and erin["subkey"] == k["erin"].sub and erin["hash_algo"]
+    assert erin["created"].startswith(str(now().year))
+    # Not counted, but GnuPG named the key: so does the report.
+    assert not mallory["counted"] and mallory["fingerprint"] == k["mallory"].fpr
+
+
+def test_roles_are_not_ok_under_an_unapproved_policy(rotated, keyring, state, capsys):
+    # v2 is installed but nobody approved it: alice's and carol's
+    # signatures meet its thresholds, yet no role may say ok.
+    rc, doc = _json(capsys, ["verify", "--tree", str(rotated), "--state-dir", str(state)])
+    assert rc == 1 and doc["ok"] is False
+    assert [(r["role"], r["count"] >= r["threshold"], r["ok"], r["policy_trusted"]) for r in doc["roles"]] == [
+        ("maintainer", True, False, False), ("reviewer", True, False, False)]
+    assert main(["verify", "--tree", str(rotated), "--state-dir", str(state)]) == 1
+    assert "POLICY NOT APPROVED (2/2)" in capsys.readouterr().out

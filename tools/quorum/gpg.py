@@ -44,6 +44,7 @@ SHORT_TMP = "/tmp"
 # a signature over a SHA-1 digest can be transplanted to other bytes with the
 # same digest, so it does not bind the manifest.
 WEAK_HASHES = {"1": "MD5", "2": "SHA1", "3": "RIPEMD160", "11": "SHA224"}
+HASH_NAMES = {**WEAK_HASHES, "8": "SHA256", "9": "SHA384", "10": "SHA512", "12": "SHA3-256", "14": "SHA3-512"}
 
 # Options for every throwaway home.  --no-options: no gpg.conf can switch
 # anything back on; no key is ever fetched or imported from a signature

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import canon, manifest as manifest_mod, policy as policy_mod, translog
 from .errors import QuorumError
-from .gpg import Home, is_fingerprint
+from .gpg import HASH_NAMES, Home, is_fingerprint
 from .manifest import Manifest, ManifestError
 from .model import NAME_RE
 from .safeio import JSON_LIMIT, loads_json, read_regular
@@ -71,13 +71,18 @@ class Checked:
     """One signature file and what became of it."""
     file: Path
     sha256: str = ""
-    fingerprint: str | None = None     # the signer's primary key, when the signature is good
+    fingerprint: str | None = None     # the signer's primary key, as far as GnuPG could tell
     uid: str = ""
     problem: str | None = None         # why it does not count (None: it counts)
+    created: int | None = None         # the signature's own date (seconds since 1970)
+    hash_algo: str | None = None       # e.g. "SHA512"
+    subkey: str | None = None          # the subkey that made it, when not the primary
 
     def to_json(self) -> dict:
         return {"file": self.file.name, "sha256": self.sha256, "fingerprint": self.fingerprint,
-                "uid": self.uid, "counted": self.problem is None, "problem": self.problem}
+                "uid": self.uid, "counted": self.problem is None, "problem": self.problem,
+                "created": _utc(self.created) if self.created is not None else None,
+                "hash_algo": self.hash_algo, "subkey": self.subkey}
 
 
 def check_signature_dir(home: Home, d: Path, data: bytes, now: datetime | None = None) -> list[Checked]:
@@ -108,9 +113,17 @@ def check_signature_file(home: Home, p: Path, data: bytes, now: datetime | None 
     else:
         v = home.verify_detached(raw, data)
         c.problem = v.problem()
+        if len(v.signatures) == 1:
+            # Said even when it does not count: "by whom, when, how" is what
+            # a person needs to find out why.
+            s = v.signatures[0]
+            c.fingerprint = s.primary or s.fingerprint
+            c.uid = s.uid or ""
+            c.created = s.created
+            c.hash_algo = HASH_NAMES.get(s.hash_algo or "", s.hash_algo)
+            c.subkey = s.fingerprint if s.primary and s.fingerprint != s.primary else None
         if c.problem is None:
             s = v.signatures[0]
-            c.uid = s.uid or ""
             # The file name is the signer's claim; a copy of Alice's
             # signature under Bob's name must not pass for Bob's.
             if s.primary != p.stem:
@@ -123,8 +136,6 @@ def check_signature_file(home: Home, p: Path, data: bytes, now: datetime | None 
                 # its date; either way it cannot be placed in time.
                 c.problem = (f"dated {_utc(s.created)}, in the future (more than "
                              f"{int(MAX_CLOCK_SKEW.total_seconds()) // 60} minutes ahead of this machine's clock)")
-            else:
-                c.fingerprint = s.primary
     return c
 
 
@@ -139,13 +150,21 @@ class RoleVerdict:
     name: str
     threshold: int
     signers: list[tuple[str, str]]       # (fingerprint, name)
+    # False when the policy that defines this role is not approved (its
+    # rotation chain failed): then no count of its signers is "ok".
+    policy_trusted: bool = True
+
+    @property
+    def met(self) -> bool:
+        return len(self.signers) >= self.threshold
 
     @property
     def ok(self) -> bool:
-        return len(self.signers) >= self.threshold
+        return self.policy_trusted and self.met
 
     def to_json(self) -> dict:
         return {"role": self.name, "threshold": self.threshold, "count": len(self.signers), "ok": self.ok,
+                "policy_trusted": self.policy_trusted,
                 "signers": [{"fingerprint": f, "name": n} for f, n in self.signers]}
 
 
@@ -363,6 +382,9 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
     report.roles = tally(pol, report.signatures)
+    if problems:
+        for r in report.roles:
+            r.policy_trusted = False
     for fpr, key in sorted(anchors.items()):
         status = policy_mod.key_status(key)
         if status:

@@ -113,7 +113,8 @@ def render(report: verifylib.Report) -> str:
     rows = []
     for r in report.roles:
         who = "\n".join(f"{n or '?'}  {f}" for f, n in r.signers) or "-"
-        verdict = f"{'ok' if r.ok else 'NOT MET'} ({len(r.signers)}/{r.threshold})"
+        word = "ok" if r.ok else ("NOT MET" if r.policy_trusted else "POLICY NOT APPROVED")
+        verdict = f"{word} ({len(r.signers)}/{r.threshold})"
         rows.append([r.name, str(r.threshold), who, verdict])
     lines.append(table(rows, ["role", "threshold", "signed by (name, fingerprint)", "verdict"]))
     uncounted = [c for c in report.signatures if c.problem]
