@@ -162,10 +162,12 @@ def build(root: Path, packages: dict[str, bytes]) -> manifest_mod.Manifest:
 def write_policy(root: Path, roles: dict[str, tuple[int, list[Key]]], version: int = 1,
                  rotation_role: str = "maintainer", path: Path | None = None) -> Path:
     """policy.yaml naming the roles, and each key's file under keys/<role>/."""
-    lines = ["format: quorum.policy/1", f"version: {version}", f"rotation_role: {rotation_role}", "roles:"]
+    lines = ["format: quorum.policy/2", f"version: {version}", f"rotation_role: {rotation_role}", "roles:"]
     for role, (threshold, keys) in roles.items():
         lines += [f"  {role}:", f"    threshold: {threshold}", "    keys:"]
-        lines += [f"      - {k.fpr}   # {k.uid}" for k in keys]
+        for k in keys:
+            lines += [f"      - fingerprint: {k.fpr}   # {k.uid}",
+                      f"        sha256: {hashlib.sha256(k.public).hexdigest()}"]
         for k in keys:
             kp = root / "manifests" / "keys" / role / f"{k.fpr}.asc"
             kp.parent.mkdir(parents=True, exist_ok=True)

@@ -653,3 +653,58 @@ def test_roles_are_not_ok_under_an_unapproved_policy(rotated, keyring, state, ca
         ("maintainer", True, False, False), ("reviewer", True, False, False)]
     assert main(["verify", "--tree", str(rotated), "--state-dir", str(state)]) == 1
     assert "POLICY NOT APPROVED (2/2)" in capsys.readouterr().out
+
+
+# --- key files are pinned by the policy (issue #10 item 5) ---------------------------------------
+
+def test_swapped_or_stale_key_file_is_refused(tmp_path, keyring, state):
+    from trust_keys import odd_key
+    root, odd = _with_odd_anchor(tmp_path, keyring, "revoked")
+    files = TrustFiles(root)
+    kp = files.key_file("maintainer", odd.key.fpr)
+    # The pre-revocation copy: same fingerprint, and the key would count again.
+    kp.write_bytes(odd.public_before)
+    data = files.manifest.read_bytes()
+    plant(root, odd.key.fpr, odd.sign(data))
+    with pytest.raises(QuorumError, match="the policy pins .* changed without a policy rotation") as e:
+        check(root, state)
+    assert str(e.value).startswith(str(kp))
+    # The same key with a comment in its armor (other bytes, same key).
+    kp.write_bytes(odd.key.public.replace(b"\n\n", b"\nComment: harmless?\n\n", 1))
+    with pytest.raises(QuorumError, match="the policy pins"):
+        check(root, state)
+    kp.write_bytes(odd.key.public)
+    assert check(root, state).ok
+
+
+def test_revocation_added_by_rotation_keeps_old_rotations_checkable(tmp_path, keyring, state):
+    # docs/trust.md: a maintainer's revoked key file replaces the old one
+    # in a rotation signed by the old threshold; the old file is kept as
+    # key-history/<sha256>.asc so the chain from version 1 still checks.
+    import hashlib
+    from trust_keys import odd_key
+    k, odd = keyring, odd_key(keyring, "revoked")
+    root = make_tree(tmp_path / "t")
+    revoked_key = odd.key
+    before = type(revoked_key)(revoked_key.name, revoked_key.uid, revoked_key.fpr, None, odd.public_before)
+    write_policy(root, {"maintainer": (1, [k["alice"], before])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"], revoked_key])}, version=2,
+                       path=tmp_path / "v2.yaml")
+    files = TrustFiles(root)
+    # write_policy wrote the revoked file over the old one, without keeping
+    # the old copy: rotate refuses.
+    with pytest.raises(QuorumError, match="key-history/"):
+        signlib.rotate_policy(root, new)
+    hist = files.key_history / f"{hashlib.sha256(odd.public_before).hexdigest()}.asc"
+    hist.parent.mkdir()
+    hist.write_bytes(odd.public_before)
+    # The pre-revocation key approves the rotation that records its revocation.
+    signlib.rotate_policy(root, new)
+    sig = odd.sign(files.policy.read_bytes())
+    d = files.policy_signatures(2)
+    d.mkdir(parents=True)
+    (d / f"{revoked_key.fpr}.asc").write_bytes(sig)
+    release(root, k)
+    rep = check(root, state)
+    assert rep.ok and [r.signers for r in rep.rotations] == [[revoked_key.fpr]], rep.to_json()
+    assert any("is revoked on" in n for n in rep.notes)

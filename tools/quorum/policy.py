@@ -21,7 +21,8 @@ from .gpg import Home, KeyInfo, KeyPart, is_fingerprint
 from .safeio import DEFINITION_LIMIT, read_regular
 from .tree import _Fields, parse_yaml
 
-FORMAT = "quorum.policy/1"
+FORMAT = "quorum.policy/2"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 # A key file larger than this is not a public key someone meant to commit.
 MAX_KEY_FILE = 1 << 20
@@ -65,6 +66,10 @@ class TrustFiles:
         return self.manifests / "sigstore"
 
     @property
+    def key_history(self) -> Path:
+        return self.manifests / "key-history"
+
+    @property
     def policy_history(self) -> Path:
         return self.manifests / "policy-history"
 
@@ -74,7 +79,7 @@ class TrustFiles:
         folder that is a link (``signatures -> /elsewhere``) would make
         every file in it come from outside the repository that was
         reviewed, or from a place that never ends (a FIFO, /proc)."""
-        top = [self.manifests, self.keys, self.signatures, self.policy_history,
+        top = [self.manifests, self.keys, self.signatures, self.policy_history, self.key_history,
                self.manifests / "policy-signatures", self.sigstore]
         for d in top + self._children(self.keys) + self._children(self.manifests / "policy-signatures"):
             if d.is_symlink():
@@ -107,6 +112,10 @@ class Role:
     name: str
     threshold: int
     keys: tuple[str, ...]       # primary fingerprints, as listed
+    # fingerprint -> sha256 of its key file: the policy's signers approve
+    # the key *file*, revocations and expiry dates included, not only the
+    # key's name.
+    digests: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,10 @@ class Policy:
     def roles_of(self, fingerprint: str) -> list[str]:
         return [r.name for r in self.roles.values() if fingerprint in r.keys]
 
+    def digest_of(self, fingerprint: str) -> str:
+        """The sha256 this policy pins for the key's file."""
+        return next(r.digests[fingerprint] for r in self.roles.values() if fingerprint in r.digests)
+
 
 def load(path: Path) -> Policy:
     """Read and validate a policy file strictly (unknown fields, wrong types,
@@ -136,6 +149,10 @@ def load(path: Path) -> Policy:
     data = read_regular(path, limit=DEFINITION_LIMIT, error=PolicyError, what="policy")
     f = _Fields(_parse_yaml(data, path), path)
     fmt = f.string("format", required=True)
+    if fmt == "quorum.policy/1":
+        raise f.err("format", "quorum.policy/1 does not pin the anchors' key files: write each key as "
+                              "{fingerprint: FPR, sha256: <sha256sum of its .asc>} and set format: "
+                              f"{FORMAT} (docs/spec/policy.md)")
     if fmt != FORMAT:
         raise f.err("format", f"unknown policy format {fmt!r} (this quorum reads {FORMAT!r})")
     version = f.get("version", int, required=True, what="a positive integer")
@@ -145,9 +162,18 @@ def load(path: Path) -> Policy:
     raw_roles = f.get("roles", dict, required=True, what="a mapping of role name to {threshold, keys}")
     if not raw_roles:
         raise f.err("roles", "at least one role is needed")
-    roles = {}
+    roles: dict[str, Role] = {}
+    pinned: dict[str, tuple[str, str]] = {}
     for name in raw_roles:
-        roles[str(name)] = _load_role(raw_roles[name], str(name), path)
+        role = roles[str(name)] = _load_role(raw_roles[name], str(name), path)
+        for i, fpr in enumerate(role.keys):
+            other = pinned.setdefault(fpr, (role.name, role.digests[fpr]))
+            if other[1] != role.digests[fpr]:
+                # One key, one file content: two pins would let each role's
+                # folder hold a different copy (one with its revocation
+                # stripped).
+                raise f.err(f"roles.{role.name}.keys[{i}].sha256",
+                            f"differs from the sha256 roles.{other[0]} pins for the same key")
     if rotation_role not in roles:
         raise f.err("rotation_role", f"names no role of this policy ({', '.join(sorted(roles))})")
     f.finish()
@@ -166,13 +192,21 @@ def _load_role(data, name: str, path: Path) -> Role:
         raise DefinitionError(f"role name must match {ROLE_RE.pattern}", file=path, field=prefix)
     g = _Fields(data, path, prefix)
     threshold = g.get("threshold", int, required=True, what="a positive integer")
-    keys = g.str_list("keys", what="a primary key fingerprint")
-    for i, k in enumerate(keys):
+    entries = g.get("keys", list, required=True, what="a list of {fingerprint, sha256}")
+    keys: list[str] = []
+    digests: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        e = _Fields(entry, path, f"{prefix}.keys[{i}]")
+        k = e.get("fingerprint", str, required=True, what="a primary key fingerprint")
         # One spelling only: the fingerprint is also a file name, and two
         # spellings of one key must not look like two people.
         if not is_fingerprint(k):
-            raise g.err(f"keys[{i}]", f"{k!r:.70} is not a fingerprint (40 or 64 upper-case hex digits, "
-                                      "no spaces; see 'gpg --with-colons --fingerprint')")
+            raise e.err("fingerprint", f"{k!r:.70} is not a fingerprint (40 or 64 upper-case hex digits, "
+                                       "no spaces; see 'gpg --with-colons --fingerprint')")
+        digest = e.string("sha256", _SHA256_RE, required=True, what="64 lower-case hex digits")
+        e.finish()
+        keys.append(k)
+        digests[k] = digest
     if len(set(keys)) != len(keys):
         raise g.err("keys", "lists a key twice (a key counts once per role)")
     if threshold < 1:
@@ -180,7 +214,7 @@ def _load_role(data, name: str, path: Path) -> Role:
     if threshold > len(keys):
         raise g.err("threshold", f"{threshold} can never be met: the role has {len(keys)} key(s)")
     g.finish()
-    return Role(name=name, threshold=threshold, keys=tuple(keys))
+    return Role(name=name, threshold=threshold, keys=tuple(keys), digests=digests)
 
 
 # --- anchor key files ---------------------------------------------------------
@@ -190,10 +224,19 @@ def check_key_file(home: Home, path: Path, fingerprint: str) -> KeyInfo:
     return check_key_data(home, _read_key_file(path), path, fingerprint)
 
 
-def import_anchor(home: Home, path: Path, fingerprint: str) -> KeyInfo:
-    """Check the key file and import the very bytes that were checked (a
-    second read could find another file swapped in meanwhile)."""
+def import_anchor(home: Home, path: Path, fingerprint: str, sha256: str) -> KeyInfo:
+    """Check the key file against the digest the policy pins and import the
+    very bytes that were checked (a second read could find another file
+    swapped in meanwhile)."""
     data = _read_key_file(path)
+    actual = canon.sha256_bytes(data)
+    if actual != sha256:
+        # The fingerprint alone names the key but not its state: an old
+        # copy from before a revocation, or one with its revocation or a
+        # shortened expiry stripped, has the same fingerprint.
+        raise PolicyError(f"sha256 is {actual}, but the policy pins {sha256} for this key: the file was "
+                          "changed without a policy rotation (an old or altered copy?); restore the pinned "
+                          "file, or rotate the policy to the new digest (docs/trust.md)", file=path)
     key = check_key_data(home, data, path, fingerprint)
     home.import_keys(data)
     return key
@@ -283,19 +326,22 @@ def import_anchors(home: Home, files: TrustFiles, policy: Policy) -> dict[str, K
     keys: dict[str, KeyInfo] = {}
     for role in policy.roles.values():
         for fpr in role.keys:
-            keys[fpr] = import_anchor(home, files.key_file(role.name, fpr), fpr)
+            keys[fpr] = import_anchor(home, files.key_file(role.name, fpr), fpr, role.digests[fpr])
     return keys
 
 
-def find_key_file(files: TrustFiles, fingerprint: str) -> Path | None:
-    """A key file for ``fingerprint`` in any role's folder (also the folder
-    of retired keys): checking an old rotation needs the keys of people who
-    may no longer hold a role."""
-    if files.keys.is_symlink() or not files.keys.is_dir():
-        return None
-    for d in sorted(files.keys.iterdir()):
-        p = d / f"{fingerprint}.asc"
-        if not d.is_symlink() and d.is_dir() and (p.exists() or p.is_symlink()):
+def find_pinned_key(files: TrustFiles, fingerprint: str, sha256: str) -> Path | None:
+    """The key file of ``fingerprint`` whose sha256 is ``sha256``: in any
+    role's folder (also keys/retired/), or kept as key-history/<sha256>.asc
+    after the key file was updated.  Checking an old rotation needs the key
+    as that policy version pinned it, of people who may no longer hold a
+    role."""
+    candidates = [files.key_history / f"{sha256}.asc"]
+    if not files.keys.is_symlink() and files.keys.is_dir():
+        candidates += [d / f"{fingerprint}.asc" for d in sorted(files.keys.iterdir())
+                       if not d.is_symlink() and d.is_dir()]
+    for p in candidates:
+        if p.exists() and not p.is_symlink() and canon.sha256_bytes(_read_key_file(p)) == sha256:
             return p
     return None
 

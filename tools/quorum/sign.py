@@ -375,6 +375,28 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
     return sig.primary, path
 
 
+def unpinned_keys(files: policy_mod.TrustFiles, pol: policy_mod.Policy, current_only: bool = False) -> list[str]:
+    """Keys of ``pol`` whose pinned key file is not in the tree.  For the
+    policy being replaced, the pinned copy may be anywhere verifiers look
+    (key-history/ too): they need it to check this rotation forever after.
+    For the new policy it must be the role's current file."""
+    out = []
+    for role in pol.roles.values():
+        for fpr in role.keys:
+            digest = role.digests[fpr]
+            if current_only:
+                p = files.key_file(role.name, fpr)
+                ok = (p.exists() and not p.is_symlink()
+                      and canon.sha256_bytes(read_regular(p, limit=policy_mod.MAX_KEY_FILE, error=SignError,
+                                                          what="key file")) == digest)
+                if not ok:
+                    out.append(f"{p} is missing or its sha256 is not the {digest} the new policy pins")
+            elif policy_mod.find_pinned_key(files, fpr, digest) is None:
+                out.append(f"the key file of {fpr} pinned by policy version {pol.version} (sha256 {digest}) is "
+                           f"gone; keep it as {files.key_history / (digest + '.asc')} (e.g. from git history)")
+    return out
+
+
 def previous_policy(files: policy_mod.TrustFiles, version: int) -> policy_mod.Policy:
     path = files.old_policy(version - 1)
     old = policy_mod.load(path)
@@ -393,6 +415,9 @@ def rotate_policy(root: Path, new_policy: Path) -> policy_mod.Policy:
     if new.version != cur.version + 1:
         raise SignError(f"is version {new.version}; the next version after {cur.version} must be "
                         f"{cur.version + 1}", file=new_policy, field="version")
+    problems = unpinned_keys(files, cur) + unpinned_keys(files, new, current_only=True)
+    if problems:
+        raise SignError("cannot rotate: " + "; ".join(problems), file=new_policy)
     hist = files.old_policy(cur.version)
     if (hist.exists() or hist.is_symlink()) and read_regular(hist, limit=DEFINITION_LIMIT, error=SignError,
                                                              what="policy") != cur.data:

@@ -263,11 +263,11 @@ def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: po
     missing = []
     with Home.temporary() as h:
         for fpr in role.keys:
-            p = policy_mod.find_key_file(files, fpr)
+            p = policy_mod.find_pinned_key(files, fpr, role.digests[fpr])
             if p is None:
                 missing.append(fpr)
                 continue
-            policy_mod.import_anchor(h, p, fpr)
+            policy_mod.import_anchor(h, p, fpr, role.digests[fpr])
         checked = check_signature_dir(h, files.policy_signatures(new.version), new.data, now)
     signers = sorted({c.fingerprint for c in checked if c.problem is None and c.fingerprint in role.keys})
     return Rotation(version=new.version, threshold=role.threshold, role=role.name, signers=signers,
@@ -303,8 +303,9 @@ def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy,
     for n in range(start + 1, current.version + 1):
         rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n), now)
         rotations.append(rot)
-        notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) under manifests/keys/: "
-                  f"its approval of version {n} cannot be checked" for f in rot.missing_keys]
+        notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) with the sha256 that version "
+                  f"pins, under manifests/keys/ or manifests/key-history/: its approval of version {n} "
+                  "cannot be checked" for f in rot.missing_keys]
         if not rot.ok:
             problems.append(f"policy version {n} is signed by {len(rot.signers)} {rot.role}(s) of version "
                             f"{n - 1}; {rot.threshold} needed")
