@@ -122,7 +122,7 @@ def test_a_release_killed_midway_is_finished_by_the_next_sign(tree, keyring, mon
     monkeypatch.setattr(signlib.canon, "atomic_write", real)
     assert signlib.Journal.path(files).exists()
     with pytest.raises(QuorumError, match="interrupted 'quorum sign'"):
-        verifylib.verify(tree, state_dir=tree / "state")
+        verifylib.verify(tree, state_dir=tree / "state", trust_on_first_use=True)
     assert signlib.finish_interrupted(tree)
     assert not signlib.Journal.path(files).exists()
     man = manifest_mod.parse(files.manifest.read_bytes())
@@ -167,7 +167,7 @@ def test_signing_again_replaces_and_logs_each_signing(tree, keyring, tmp_path):
     assert translog.replay(entries).seq == 3 and r.log_entry == entries[-1]
     assert entries[-1]["manifest_sha256"] == entries[0]["manifest_sha256"]
     assert first  # the earlier signature stays in the log's history, not on disk
-    assert verifylib.verify(tree, state_dir=tmp_path / "s").ok
+    assert verifylib.verify(tree, state_dir=tmp_path / "s", trust_on_first_use=True).ok
 
 
 def test_refuses_to_extend_a_broken_log(tree, keyring):

@@ -37,6 +37,9 @@ def release(root, kr, who="alice", **kw):
 
 
 def check(root, state, **kw) -> verifylib.Report:
+    # These tests are about what happens after a root is trusted; the
+    # trust root itself has its own tests below.
+    kw.setdefault("trust_on_first_use", True)
     return verifylib.verify(root, state_dir=state, **kw)
 
 
@@ -131,12 +134,12 @@ def test_key_in_two_roles_counts_in_each_only_where_listed(tmp_path, keyring, st
 
 
 def test_cli_table_json_and_exit_codes(tree, keyring, state, capsys):
-    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 1
     out = capsys.readouterr().out
     assert "maintainer" in out and keyring["alice"].fpr in out and "Alice Maintainer" in out
     assert "NOT MET (0/1)" in out and "REFUSED" in out
     sign(tree, keyring, "dave")
-    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--json"]) == 0
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--json", "--trust-on-first-use"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["serial"] == 1 and doc["commit"] == COMMIT
     assert {r["role"]: r["count"] for r in doc["roles"]} == {"maintainer": 1, "reviewer": 1}
@@ -441,11 +444,21 @@ def test_policy_changed_without_rotation(tmp_path, keyring, state):
     write_policy(root, {"maintainer": (1, [k["alice"]])})
     release(root, k)
     assert check(root, state).ok
-    # Same version number, different anchors: an edit, not a rotation.
+    # Same version number, different anchors: an edit, not a rotation.  It
+    # is another root, which this machine does not trust.
     write_policy(root, {"maintainer": (1, [k["mallory"]])})
     sign(root, k, "mallory")
-    rep = check(root, state)
-    assert not rep.ok and any("not the one this machine accepted" in p for p in rep.problems)
+    with pytest.raises(QuorumError, match="trusts no root for this tree \\(a tree named 'demo' was accepted "
+                                          "before under root sha256:"):
+        check(root, state, trust_on_first_use=False)
+    # Back to the accepted version 1, then a proper rotation: the tree is
+    # remembered by its root, no flag needed.
+    write_policy(root, {"maintainer": (1, [k["alice"]])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"]])}, version=2, path=root.parent / "v2.yaml")
+    signlib.rotate_policy(root, new)
+    signlib.sign_policy(root, user=k.home, key=k["alice"].fpr)
+    assert check(root, state, record=False).ok
+    assert check(root, state, record=False, trust_on_first_use=False).ok      # remembered by its root
 
 
 def test_policy_rollback(rotated, keyring, state):
@@ -468,7 +481,7 @@ def test_policy_rotation_through_the_cli(tmp_path, keyring, state, monkeypatch, 
     assert main(["policy", "rotate", "--tree", str(root), str(new)]) == 0
     assert main(["policy", "rotate", "--tree", str(root), str(new)]) == 1      # v2 after v2: refused
     assert "must be 3" in capsys.readouterr().err
-    assert main(["verify", "--tree", str(root), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(root), "--state-dir", str(state), "--trust-on-first-use"]) == 1
     monkeypatch.setenv("GNUPGHOME", str(k.home.path))
     monkeypatch.setenv("QUORUM_SIGNING_KEY", k["alice"].fpr)
     assert main(["policy", "sign", "--tree", str(root)]) == 0
@@ -593,7 +606,7 @@ def test_trust_folder_that_is_a_symlink_is_refused(tree, keyring, state, tmp_pat
     d.symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(QuorumError, match=f"{folder}: is a symbolic link; trust files are read only from real"):
         check(tree, state)
-    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 1
 
 
 # --- what --json says (issue #10 item 8) ------------------------------------------------------
@@ -624,7 +637,7 @@ def test_json_on_every_error_path_is_an_object(tree, keyring, state, capsys, tmp
         files.manifest.unlink()
     elif breakage == "bad-quorum-yaml":
         (tree / "quorum.yaml").write_text("name: [\n")
-    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state)])
+    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"])
     assert rc == code and doc["ok"] is False and doc["exit_code"] == code and doc["error"], doc
 
 
@@ -635,7 +648,7 @@ def test_json_reports_uncounted_signer_time_hash_and_subkey(tmp_path, keyring, s
     release(root, k, "erin", key=k["erin"].sub + "!")
     data = TrustFiles(root).manifest.read_bytes()
     forge(root, k, "mallory", data, extra=["--digest-algo", "SHA384"])
-    rc, doc = _json(capsys, ["verify", "--tree", str(root), "--state-dir", str(state)])
+    rc, doc = _json(capsys, ["verify", "--tree", str(root), "--state-dir", str(state), "--trust-on-first-use"])
     sigs = {s["file"]: s for s in doc["signatures"]}
     erin, mallory = sigs[k["erin"].fpr + ".asc"], sigs[k["mallory"].fpr + ".asc"]
     assert rc == 0 and erin["counted"] and erin["subkey"] == k["erin"].sub and erin["hash_algo"]
@@ -647,11 +660,11 @@ def test_json_reports_uncounted_signer_time_hash_and_subkey(tmp_path, keyring, s
 def test_roles_are_not_ok_under_an_unapproved_policy(rotated, keyring, state, capsys):
     # v2 is installed but nobody approved it: alice's and carol's
     # signatures meet its thresholds, yet no role may say ok.
-    rc, doc = _json(capsys, ["verify", "--tree", str(rotated), "--state-dir", str(state)])
+    rc, doc = _json(capsys, ["verify", "--tree", str(rotated), "--state-dir", str(state), "--trust-on-first-use"])
     assert rc == 1 and doc["ok"] is False
     assert [(r["role"], r["count"] >= r["threshold"], r["ok"], r["policy_trusted"]) for r in doc["roles"]] == [
         ("maintainer", True, False, False), ("reviewer", True, False, False)]
-    assert main(["verify", "--tree", str(rotated), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(rotated), "--state-dir", str(state), "--trust-on-first-use"]) == 1
     assert "POLICY NOT APPROVED (2/2)" in capsys.readouterr().out
 
 
@@ -708,3 +721,61 @@ def test_revocation_added_by_rotation_keeps_old_rotations_checkable(tmp_path, ke
     rep = check(root, state)
     assert rep.ok and [r.signers for r in rep.rotations] == [[revoked_key.fpr]], rep.to_json()
     assert any("is revoked on" in n for n in rep.notes)
+
+
+# --- the trust root (task item 2; issue #10 item 4) ---------------------------------------------------
+
+def _policy_digest(root) -> str:
+    return "sha256:" + canon.sha256_bytes(TrustFiles(root).policy.read_bytes())
+
+
+def test_first_use_needs_a_pinned_root_or_the_flag(tree, keyring, state, capsys):
+    sign(tree, keyring, "carol")
+    digest = _policy_digest(tree)
+    with pytest.raises(QuorumError, match=f"trusts no root for this tree: .*'quorum trust pin {digest}'"):
+        check(tree, state, trust_on_first_use=False)
+    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state)])
+    assert rc == 1 and doc["ok"] is False and "--trust-on-first-use" in doc["error"]
+    assert main(["trust", "pin", digest, "--state-dir", str(state)]) == 0
+    rep = check(tree, state, trust_on_first_use=False)
+    assert rep.ok and (rep.root.source, rep.root.version) == ("pinned", 1) and rep.root.digest == digest[7:]
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 0
+    assert f"root {digest}  (policy v1, remembered)" in capsys.readouterr().out
+    assert main(["trust", "pin", "sha256:xyz", "--state-dir", str(state)]) == 3
+
+
+def test_root_flag_must_name_one_of_the_trees_policies(tree, keyring, state):
+    sign(tree, keyring, "carol")
+    with pytest.raises(QuorumError, match="the pinned root sha256:0{64} is none of this tree's policy versions"):
+        check(tree, state, pinned_root="sha256:" + "0" * 64, trust_on_first_use=False)
+    rep = check(tree, state, pinned_root=_policy_digest(tree), trust_on_first_use=False)
+    assert rep.ok and rep.root.source == "pinned"
+
+
+def test_pinning_a_later_version_starts_the_chain_there(rotated, keyring, state, tmp_path):
+    # A new user gets the digest of version 2 from the project: the chain
+    # from version 1 is not needed (nor checked), later rotations are.
+    fresh = tmp_path / "fresh"
+    for who in ("alice", "bob"):
+        signlib.sign_policy(rotated, user=keyring.home, key=keyring[who].fpr)
+    rep = check(rotated, fresh, pinned_root=_policy_digest(rotated), trust_on_first_use=False)
+    assert rep.ok and rep.root.version == 2 and rep.rotations == []
+
+
+def test_renamed_tree_with_a_foreign_policy_is_not_a_first_use(tree, keyring, state, tmp_path):
+    # Issue #10 item 4: after accepting tree "demo", the same repository,
+    # renamed and with a new version-1 policy of Mallory's only, passed as
+    # a first use (the memory was keyed by the name the repository chose).
+    sign(tree, keyring, "carol")
+    assert check(tree, state).ok
+    files = TrustFiles(tree)
+    (tree / "quorum.yaml").write_text((tree / "quorum.yaml").read_text().replace("name: demo", "name: demo2"))
+    man = manifest_mod.parse(files.manifest.read_bytes())
+    man.tree = "demo2"
+    files.manifest.write_bytes(man.to_bytes())
+    shutil.rmtree(files.keys)
+    shutil.rmtree(files.signatures)
+    write_policy(tree, {"maintainer": (1, [keyring["mallory"]])})
+    forge(tree, keyring, "mallory", files.manifest.read_bytes())
+    with pytest.raises(QuorumError, match="trusts no root for this tree"):
+        check(tree, state, trust_on_first_use=False)

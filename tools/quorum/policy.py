@@ -355,3 +355,20 @@ def unlisted_key_files(files: TrustFiles, policy: Policy) -> list[Path]:
         if d.is_dir():
             out += [p for p in sorted(d.glob("*.asc")) if p.stem not in role.keys]
     return out
+
+
+def policy_at(files: TrustFiles, current: Policy, version: int) -> Policy:
+    """Policy ``version`` of this tree: the current one, or its copy in
+    policy-history/ (which must say the version it is stored as)."""
+    if version == current.version:
+        return current
+    path = files.old_policy(version)
+    if not path.exists() and not path.is_symlink():
+        raise PolicyError(f"missing: policy version {version} is needed to check the rotation chain up to "
+                          f"version {current.version} (keep every old policy; 'quorum policy rotate' does)",
+                          file=path)
+    old = load(path)
+    if old.version != version:
+        raise PolicyError(f"says version {old.version}, but is stored as version {version}", file=path,
+                          field="version")
+    return old

@@ -27,11 +27,11 @@ from .manifest import Manifest, ManifestError
 from .model import NAME_RE
 from .safeio import JSON_LIMIT, loads_json, read_regular
 from .tree import load_config
+from .trustroot import Root, State, TrustRootError, default_state_dir, find_root
 
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A detached signature is a few hundred bytes; anything huge is not one.
 MAX_SIGNATURE = 64 * 1024
-STATE_FORMAT = "quorum.state/1"
 # How far a signature's date may be ahead of this machine's clock: clocks
 # drift, but not by more than this on a machine that keeps time.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
@@ -179,51 +179,6 @@ def tally(policy: policy_mod.Policy, checked: list[Checked]) -> list[RoleVerdict
             for r in policy.roles.values()]
 
 
-# --- this machine's memory ----------------------------------------------------------------------
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "quorum"
-
-
-@dataclass
-class State:
-    """What this machine accepted last for one tree."""
-    serial: int = 0
-    manifest_sha256: str | None = None
-    policy_version: int | None = None
-    policy_sha256: str | None = None
-    log: translog.Head = field(default_factory=lambda: translog.Head(0, translog.GENESIS))
-
-    @staticmethod
-    def path(state_dir: Path, tree: str) -> Path:
-        return state_dir / "accepted" / f"{tree}.json"
-
-    @classmethod
-    def load(cls, state_dir: Path, tree: str) -> "State":
-        p = cls.path(state_dir, tree)
-        if not p.exists() and not p.is_symlink():
-            return cls()
-        try:
-            doc = loads_json(read_regular(p, limit=JSON_LIMIT, error=VerifyError, what="state file"),
-                             file=p, error=VerifyError)
-        except VerifyError as e:
-            raise VerifyError(f"unreadable ({e.message}); remove it to start over (this forgets what "
-                              "was accepted)", file=p) from None
-        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-            raise VerifyError(f"not a {STATE_FORMAT} file", file=p)
-        log = doc.get("log") or {}
-        return cls(serial=int(doc.get("serial") or 0), manifest_sha256=doc.get("manifest_sha256"),
-                   policy_version=doc.get("policy_version"), policy_sha256=doc.get("policy_sha256"),
-                   log=translog.Head(int(log.get("seq", 0)), str(log.get("hash", translog.GENESIS))))
-
-    def save(self, state_dir: Path, tree: str) -> None:
-        doc = {"format": STATE_FORMAT, "tree": tree, "serial": self.serial,
-               "manifest_sha256": self.manifest_sha256, "policy_version": self.policy_version,
-               "policy_sha256": self.policy_sha256, "log": {"seq": self.log.seq, "hash": self.log.hash}}
-        canon.atomic_write(self.path(state_dir, tree), canon.dumps_pretty(doc), mode=0o600)
-
-
 # --- policy rotation -------------------------------------------------------------------------------
 
 @dataclass
@@ -240,19 +195,8 @@ class Rotation:
         return len(self.signers) >= self.threshold
 
 
-def policy_at(files: policy_mod.TrustFiles, current: policy_mod.Policy, version: int) -> policy_mod.Policy:
-    if version == current.version:
-        return current
-    path = files.old_policy(version)
-    if not path.exists() and not path.is_symlink():
-        raise VerifyError(f"missing: policy version {version} is needed to check the rotation chain up to "
-                          f"version {current.version} (keep every old policy; 'quorum policy rotate' does)",
-                          file=path)
-    old = policy_mod.load(path)
-    if old.version != version:
-        raise VerifyError(f"says version {old.version}, but is stored as version {version}", file=path,
-                          field="version")
-    return old
+# The version-n policy of a tree (kept here under its old name for callers).
+policy_at = policy_mod.policy_at
 
 
 def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy,
@@ -274,13 +218,14 @@ def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: po
                     checked=checked, missing_keys=missing)
 
 
-def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, state: State,
+def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, root: Root,
                        accept_policy: bool = False,
                        now: datetime | None = None) -> tuple[list[str], list[str], list[Rotation]]:
     """-> (problems, notes, rotations checked).  From the version this
-    machine accepted last (else version 1, trusted on first use) up to the
+    machine accepted last (else the pinned root's version) up to the
     current one, each version must be signed by a threshold of the rotation
     role of the version before it."""
+    state = root.state
     problems: list[str] = []
     notes: list[str] = []
     if accept_policy:
@@ -288,8 +233,10 @@ def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy,
         return problems, notes, []
     known = state.policy_version
     if known is None:
-        start = 1
-        notes.append("first use of this tree's policy on this machine: version 1 is trusted as found")
+        start = root.version
+        if root.source == "first use":
+            notes.append(f"first use of this tree on this machine: policy version {root.version} "
+                         f"(sha256:{root.digest}) is trusted as found (--trust-on-first-use)")
     elif current.version < known:
         return [f"policy version {current.version} is older than version {known} accepted before "
                 "(a policy rollback)"], notes, []
@@ -328,13 +275,14 @@ class Report:
     problems: list[str] = field(default_factory=list)     # refusals whatever the counts
     notes: list[str] = field(default_factory=list)
     rotations: list[Rotation] = field(default_factory=list)
+    root: Root | None = None       # where this machine's trust in the tree starts
 
     @property
     def ok(self) -> bool:
         return not self.problems and bool(self.roles) and all(r.ok for r in self.roles)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "tree": self.tree, "commit": self.commit, "serial": self.serial,
+        return {"ok": self.ok, "tree": self.tree, "root": self.root.to_json() if self.root else None, "commit": self.commit, "serial": self.serial,
                 "expires": self.expires, "manifest_sha256": self.manifest_sha256,
                 "policy_version": self.policy_version, "roles": [r.to_json() for r in self.roles],
                 "signatures": [c.to_json() for c in self.signatures], "problems": self.problems,
@@ -344,7 +292,8 @@ class Report:
 
 
 def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = None,
-           accept_serial: int | None = None, accept_policy: bool = False, record: bool = True) -> Report:
+           accept_serial: int | None = None, accept_policy: bool = False, record: bool = True,
+           pinned_root: str | None = None, trust_on_first_use: bool = False) -> Report:
     root = Path(root)
     now = now or datetime.now(timezone.utc)
     state_dir = state_dir or default_state_dir()
@@ -363,12 +312,15 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         raise VerifyError(f"is for tree {man.tree!r}, but this tree is {config.name!r}", file=files.manifest,
                           field="tree.name")
     pol = policy_mod.load(files.policy)
-    state = State.load(state_dir, man.tree)
+    # The tree is known by its trust root, not by the name it gives itself.
+    trust = find_root(state_dir, files, pol, pinned=pinned_root, trust_on_first_use=trust_on_first_use,
+                      tree=man.tree)
+    state = trust.state
     report = Report(tree=man.tree, commit=man.commit, serial=man.serial, expires=man.expires,
-                    manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version)
+                    manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version, root=trust)
     report.problems += _freshness(man, now, files.manifest)
     report.problems += _rollback(man, report.manifest_sha256, state, accept_serial)
-    problems, notes, report.rotations = check_policy_chain(files, pol, state, accept_policy, now)
+    problems, notes, report.rotations = check_policy_chain(files, pol, trust, accept_policy, now)
     report.problems += problems
     report.notes += notes
     report.notes += [f"{p} is not listed in the policy and is ignored" for p in policy_mod.unlisted_key_files(files, pol)]
@@ -395,8 +347,8 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
             report.notes.append(f"anchor {key.name} {fpr} ({', '.join(pol.roles_of(fpr))}) is {status}: "
                                 "its signatures do not count")
     if report.ok and record:
-        State(serial=man.serial, manifest_sha256=report.manifest_sha256, policy_version=pol.version,
-              policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
+        State(root=trust.digest, serial=man.serial, manifest_sha256=report.manifest_sha256,
+              policy_version=pol.version, policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
     return report
 
 

@@ -11,6 +11,7 @@ from .ui import table
 signlib = lazy("quorum.sign")
 verifylib = lazy("quorum.verify")
 policymod = lazy("quorum.policy")
+trustroot = lazy("quorum.trustroot")
 
 
 def register(sub, parent) -> None:
@@ -48,15 +49,38 @@ def register(sub, parent) -> None:
                     "this machine accepted before ($XDG_STATE_HOME/quorum/); the transparency log must be an "
                     "unbroken chain holding every counted signature; a changed policy must be signed by a "
                     "threshold of the previous version's rotation role.",
-        epilog="exit status: 0 the policy is satisfied, 1 it is not (or a file is malformed)")
+        epilog="A first use needs a pinned root ('quorum trust pin DIGEST' or --root DIGEST) or an explicit "
+               "--trust-on-first-use; the tree is remembered by that root, not by its name.\n"
+               "exit status: 0 the policy is satisfied, 1 it is not, 3 a file or argument is malformed")
     p.add_argument("--accept-serial", type=int, default=None, metavar="N",
                    help="forget the remembered serial and log head and accept serial N or higher (a deliberate "
                         "reset, e.g. after a withdrawn release)")
     p.add_argument("--accept-policy", action="store_true",
                    help="trust the current policy without checking its rotation chain (a deliberate reset)")
+    p.add_argument("--root", default=None, metavar="DIGEST",
+                   help="the trust root to start from on first use: a policy version's sha256 (sha256:HEX), "
+                        "published by the project and checked by you out of band (like 'quorum trust pin')")
+    p.add_argument("--trust-on-first-use", action="store_true",
+                   help="on a machine that trusts no root for this tree yet, trust its policy version 1 as found")
     p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                    help="where accepted serials are remembered (default $XDG_STATE_HOME/quorum)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("trust", parents=[parent], help="pin the trust root of a tree (pin)")
+    tsub = p.add_subparsers(dest="trust_verb", metavar="ACTION")
+    tp = tsub.add_parser("pin", parents=[parent], help="trust a tree from the policy with this digest on",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Remember DIGEST (the sha256 of one of a tree's policy versions, as the "
+                                     "project publishes it and 'quorum verify' prints it) as a trust root: "
+                                     "'quorum verify' then accepts a tree holding that policy version and "
+                                     "checks every rotation after it.  Get the digest from the project "
+                                     "through another channel than the repository itself.",
+                         epilog="example:\n  quorum trust pin sha256:3f1c…   then: quorum verify")
+    tp.add_argument("digest", metavar="DIGEST", help="sha256:<64 hex digits>")
+    tp.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                    help="where trust roots are remembered (default $XDG_STATE_HOME/quorum)")
+    tp.set_defaults(func=cmd_trust_pin)
+    p.set_defaults(func=lambda args: (p.print_help(), 3)[1])
 
     p = sub.add_parser("policy", parents=[parent], help="rotate the trust policy (rotate, sign)")
     psub = p.add_subparsers(dest="policy_verb", metavar="ACTION")
@@ -98,7 +122,8 @@ def cmd_sign(args) -> int:
 
 def cmd_verify(args) -> int:
     report = verifylib.verify(args.tree, state_dir=args.state_dir, accept_serial=args.accept_serial,
-                              accept_policy=args.accept_policy)
+                              accept_policy=args.accept_policy, pinned_root=args.root,
+                              trust_on_first_use=args.trust_on_first_use)
     if args.json:
         print(json.dumps(report.to_json(), sort_keys=True))
     else:
@@ -109,7 +134,10 @@ def cmd_verify(args) -> int:
 def render(report: verifylib.Report) -> str:
     lines = [f"tree {report.tree}  commit {report.commit or '-'}  serial {report.serial}  "
              f"expires {report.expires or '-'}  policy v{report.policy_version}",
-             f"manifest sha256:{report.manifest_sha256}", ""]
+             f"manifest sha256:{report.manifest_sha256}"]
+    if report.root:
+        lines.append(f"root sha256:{report.root.digest}  (policy v{report.root.version}, {report.root.source})")
+    lines.append("")
     rows = []
     for r in report.roles:
         who = "\n".join(f"{n or '?'}  {f}" for f, n in r.signers) or "-"
@@ -126,6 +154,15 @@ def render(report: verifylib.Report) -> str:
         lines += [""] + [f"REFUSED: {p}" for p in report.problems]
     lines += ["", "verdict: " + ("ACCEPTED (the policy is satisfied)" if report.ok else "REFUSED")]
     return "\n".join(lines)
+
+
+def cmd_trust_pin(args) -> int:
+    path, new = trustroot.pin(args.state_dir or trustroot.default_state_dir(), args.digest)
+    if args.json:
+        print(json.dumps({"ok": True, "state": str(path), "new": new}, sort_keys=True))
+    else:
+        print(f"{'pinned' if new else 'already trusted'}: {path}")
+    return 0
 
 
 def cmd_policy_rotate(args) -> int:
