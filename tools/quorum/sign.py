@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
-from .gpg import Home, SigResult
+from .gpg import GpgError, Home, SigResult
 from .manifest import Manifest
 from .safeio import DEFINITION_LIMIT, JSON_LIMIT, loads_json, read_regular
 from .store import Store
@@ -217,9 +217,24 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
                         serial=man.serial, log_entry=entry, released=release, removed=removed,
                         warnings=_anchor_warnings(files, sig.primary))
     if images:
-        report.images = sign_images(files, man, config.namespace, user=user, key=key or f"{signing_fpr}!",
-                                    primary=sig.primary,
-                                    public=user.export_public(signing_fpr))
+        public = user.export_public(signing_fpr)
+        # Image signatures are made with the *primary* key ("FPR!" forces
+        # it): skopeo and podman compare the signing key with the primary
+        # keys of the key file their policy names, and refuse a subkey's
+        # signature ("Signature by key <subkey> is not accepted").
+        try:
+            report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.primary}!",
+                                        primary=sig.primary, public=public)
+        except GpgError:
+            if sig.fingerprint == sig.primary:
+                raise
+            # The primary is offline (a token holding subkeys only): sign
+            # with the subkey, and say what container tools will make of it.
+            report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.fingerprint}!",
+                                        primary=sig.primary, public=public)
+            report.warnings.append(
+                f"image signatures were made with subkey {sig.fingerprint} (the primary key is not usable "
+                "here): skopeo/podman 'signedBy' policies refuse them; see docs/spec/signatures.md")
     return report
 
 
