@@ -779,3 +779,34 @@ def test_renamed_tree_with_a_foreign_policy_is_not_a_first_use(tree, keyring, st
     forge(tree, keyring, "mallory", files.manifest.read_bytes())
     with pytest.raises(QuorumError, match="trusts no root for this tree"):
         check(tree, state, trust_on_first_use=False)
+
+
+# --- the log records policy events (task item 5) ------------------------------------------------------
+
+def test_log_records_rotations_and_quorum_log_prints_them(rotated, keyring, state, capsys):
+    for who in ("alice", "bob"):
+        signlib.sign_policy(rotated, user=keyring.home, key=keyring[who].fpr)
+    files = TrustFiles(rotated)
+    entries = translog.read(files.log)
+    pol_sha = canon.sha256_bytes(files.policy.read_bytes())
+    assert [e.get("kind") for e in entries] == [None, None, None, "policy-rotate", "policy-sign", "policy-sign"]
+    assert entries[3]["policy_version"] == 2 and entries[3]["policy_sha256"] == pol_sha
+    assert [e["signer"] for e in entries[4:]] == [keyring["alice"].fpr, keyring["bob"].fpr]
+    assert check(rotated, state).ok          # the chain holds mixed entries
+    assert main(["log", "--tree", str(rotated)]) == 0
+    out = capsys.readouterr().out
+    assert "policy rotated" in out and "policy approved" in out and "manifest signed" in out
+    assert "6 entries; chain whole" in out
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 0 and doc["ok"] and len(doc["entries"]) == 6 and doc["head"]["seq"] == 6
+    # A policy entry cannot pass for a manifest signature of the same key.
+    assert translog.find(entries[4:], signer=keyring["alice"].fpr, signature_sha256=entries[4]["signature_sha256"],
+                         manifest_sha256=entries[0]["manifest_sha256"]) is None
+    # Removing the rotation from history breaks the chain, and says where.
+    _rewrite_log(rotated, entries[:3] + entries[4:])
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 1 and doc["ok"] is False and "line 4" in doc["error"]
+    entries[3]["kind"] = "policy-forget"
+    _rewrite_log(rotated, entries)
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 1 and "unknown kind 'policy-forget'" in doc["error"]

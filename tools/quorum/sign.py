@@ -387,6 +387,10 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
                         "only they can approve the next version", file=files.old_policy(old.version))
     path = files.policy_signatures(pol.version) / f"{sig.primary}.asc"
     canon.atomic_write(path, signature)
+    # The log records the approval too: the history of who trusted whom.
+    translog.append_policy(files.log, kind="policy-sign", tree=load_config(root).name, version=pol.version,
+                           policy_sha256=pol.sha256, signer=sig.primary,
+                           signature_sha256=canon.sha256_bytes(signature), now=datetime.now(timezone.utc))
     return sig.primary, path
 
 
@@ -437,6 +441,12 @@ def rotate_policy(root: Path, new_policy: Path) -> policy_mod.Policy:
     if (hist.exists() or hist.is_symlink()) and read_regular(hist, limit=DEFINITION_LIMIT, error=SignError,
                                                              what="policy") != cur.data:
         raise SignError("already holds a different policy of that version", file=hist)
+    # A broken log is refused before anything changes, as in sign.
+    translog.replay(translog.read(files.log), files.log)
     canon.atomic_write(hist, cur.data)
     canon.atomic_write(files.policy, new.data)
-    return policy_mod.load(files.policy)
+    installed = policy_mod.load(files.policy)
+    translog.append_policy(files.log, kind="policy-rotate", tree=load_config(root).name,
+                           version=installed.version, policy_sha256=installed.sha256,
+                           now=datetime.now(timezone.utc))
+    return installed

@@ -12,6 +12,7 @@ signlib = lazy("quorum.sign")
 verifylib = lazy("quorum.verify")
 policymod = lazy("quorum.policy")
 trustroot = lazy("quorum.trustroot")
+translog = lazy("quorum.translog")
 
 
 def register(sub, parent) -> None:
@@ -65,6 +66,14 @@ def register(sub, parent) -> None:
     p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                    help="where accepted serials are remembered (default $XDG_STATE_HOME/quorum)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "log", parents=[parent], help="print the transparency log: signings and policy rotations",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read manifests/log.jsonl, check its hash chain, and print every entry: manifest "
+                    "signings, policy rotations and their approvals (docs/spec/log.md).",
+        epilog="exit status: 0 the chain is whole, 1 it is broken or malformed")
+    p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("trust", parents=[parent], help="pin the trust root of a tree (pin)")
     tsub = p.add_subparsers(dest="trust_verb", metavar="ACTION")
@@ -154,6 +163,29 @@ def render(report: verifylib.Report) -> str:
         lines += [""] + [f"REFUSED: {p}" for p in report.problems]
     lines += ["", "verdict: " + ("ACCEPTED (the policy is satisfied)" if report.ok else "REFUSED")]
     return "\n".join(lines)
+
+
+def cmd_log(args) -> int:
+    files = policymod.TrustFiles(args.tree)
+    entries = translog.read(files.log)
+    head = translog.replay(entries, files.log)
+    if args.json:
+        print(json.dumps({"ok": True, "entries": entries, "head": {"seq": head.seq, "hash": head.hash}},
+                         sort_keys=True))
+        return 0
+    rows = [[str(e["seq"]), e["time"], *_log_event(e), e.get("signer", "-")] for e in entries]
+    print(table(rows, ["seq", "time (UTC)", "event", "what", "by"]))
+    print(f"\n{head.seq} entries; chain whole; head {head.hash}")
+    return 0
+
+
+def _log_event(e: dict) -> tuple[str, str]:
+    kind = e.get("kind")
+    if kind == "policy-rotate":
+        return "policy rotated", f"version {e['policy_version']} sha256:{e['policy_sha256'][:16]}…"
+    if kind == "policy-sign":
+        return "policy approved", f"version {e['policy_version']} sha256:{e['policy_sha256'][:16]}…"
+    return "manifest signed", f"{e['tree']} serial {e['serial']} sha256:{e['manifest_sha256'][:16]}…"
 
 
 def cmd_trust_pin(args) -> int:
