@@ -9,13 +9,13 @@ fingerprint, recorded in the transparency log.  Counting is by distinct
 primary fingerprint, so a person signing twice, or with a subkey and the
 primary, is one person.
 
-The only state is this machine's memory of what it accepted before (under
-$XDG_STATE_HOME/quorum/): the highest serial, the policy version and the log
-head, which is what turns "valid" into "not rolled back".
+The only state is this machine's memory (trustroot.py): the pinned trust
+root the tree is known by, and the highest serial, the policy version and
+the log head accepted under it, which is what turns "valid" into "not
+rolled back".
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,9 +25,9 @@ from .errors import QuorumError
 from .gpg import HASH_NAMES, Home, is_fingerprint
 from .manifest import Manifest, ManifestError
 from .model import NAME_RE
-from .safeio import JSON_LIMIT, loads_json, read_regular
+from .safeio import JSON_LIMIT, read_regular
 from .tree import load_config
-from .trustroot import Root, State, TrustRootError, default_state_dir, find_root
+from .trustroot import Root, State, default_state_dir, find_root
 
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A detached signature is a few hundred bytes; anything huge is not one.
