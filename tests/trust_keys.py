@@ -208,7 +208,8 @@ _ODD: dict[str, OddKey] = {}
 def odd_key(kr: Keyring, kind: str) -> OddKey:
     """A key in the signers' home that an anchor should not be: "revoked"
     (revoked after it was made; ``public_before`` is the old copy),
-    "expired" (made in 2020, valid one day), "rsa1024", "dsa1024"."""
+    "expired" (made in 2020, valid one day), "rsa1024", "dsa1024",
+    "weaksub" (an Ed25519 primary with a 1024-bit RSA signing subkey)."""
     if kind in _ODD:
         return _ODD[kind]
     # The revoked key lives in a home of its own, where it is not revoked,
@@ -219,9 +220,11 @@ def odd_key(kr: Keyring, kind: str) -> OddKey:
     if kind == "expired":
         gpg(home, *loop, "--faked-system-time", PAST, "--quick-gen-key", uid, "ed25519", "sign", "1d")
     else:
-        algo = {"revoked": "ed25519", "rsa1024": "rsa1024", "dsa1024": "dsa1024"}[kind]
+        algo = {"revoked": "ed25519", "rsa1024": "rsa1024", "dsa1024": "dsa1024", "weaksub": "ed25519"}[kind]
         gpg(home, *loop, "--quick-gen-key", uid, algo, "sign", "0")
     fpr = _fingerprints(home, uid)[0]
+    if kind == "weaksub":
+        gpg(home, *loop, "--quick-add-key", fpr, "rsa1024", "sign", "0")
     before = gpg(home, "--armor", "--export", fpr)
     if kind == "revoked":
         # GnuPG stores a revocation certificate for every key it makes; its

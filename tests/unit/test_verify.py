@@ -565,7 +565,8 @@ def test_revoked_key_kept_in_retired_checks_an_old_rotation(tmp_path, keyring, s
 
 
 @pytest.mark.parametrize("kind, why", [("rsa1024", "its primary key is a 1024-bit RSA key"),
-                                       ("dsa1024", "its primary key is a 1024-bit DSA key")])
+                                       ("dsa1024", "its primary key is a 1024-bit DSA key"),
+                                       ("weaksub", "its signing subkey ")])
 def test_weak_anchor_key_is_refused_at_policy_load(tmp_path, keyring, state, kind, why):
     from trust_keys import odd_key
     odd = odd_key(keyring, kind)
@@ -577,7 +578,7 @@ def test_weak_anchor_key_is_refused_at_policy_load(tmp_path, keyring, state, kin
         check(root, state)
     msg = str(e.value)
     assert msg.startswith(str(TrustFiles(root).key_file("maintainer", odd.key.fpr))) and why in msg
-    assert "RSA of at least 3072 bits" in msg
+    assert "RSA of at least 3072 bits" in msg and "1024-bit" in msg
 
 
 def test_signature_dated_in_the_future_does_not_count(tree, keyring, state):
