@@ -811,3 +811,13 @@ def test_log_records_rotations_and_quorum_log_prints_them(rotated, keyring, stat
     _rewrite_log(rotated, entries)
     rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
     assert rc == 1 and "unknown kind 'policy-forget'" in doc["error"]
+
+
+def test_text_report_escapes_what_the_tree_chose(tree, keyring, state, capsys):
+    # A signature file name with an escape sequence in it (a file the
+    # attacker planted) must not reach the terminal raw.
+    sig = sign(tree, keyring, "carol").signature
+    (sig.parent / "\x1b[2Jevil.asc").write_bytes(sig.read_bytes())
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2Jevil.asc" in out

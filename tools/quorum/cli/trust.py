@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .lazy import lazy
+from ..text import printable
 from .ui import table
 
 signlib = lazy("quorum.sign")
@@ -162,7 +163,9 @@ def render(report: verifylib.Report) -> str:
     if report.problems:
         lines += [""] + [f"REFUSED: {p}" for p in report.problems]
     lines += ["", "verdict: " + ("ACCEPTED (the policy is satisfied)" if report.ok else "REFUSED")]
-    return "\n".join(lines)
+    # User ids and file names come from the tree (an attacker's key may be
+    # named "\x1b[2J…"): each line is made safe for the terminal.
+    return "\n".join(printable(line) for ln in lines for line in ln.split("\n"))
 
 
 def cmd_log(args) -> int:
