@@ -176,7 +176,9 @@ def cmd_log(args) -> int:
         print(json.dumps({"ok": True, "entries": entries, "head": {"seq": head.seq, "hash": head.hash}},
                          sort_keys=True))
         return 0
-    rows = [[str(e["seq"]), e["time"], *_log_event(e), e.get("signer", "-")] for e in entries]
+    # The tree name in an entry is whatever the log's writer put there.
+    rows = [[printable(c) for c in (str(e["seq"]), e["time"], *_log_event(e), e.get("signer", "-"))]
+            for e in entries]
     print(table(rows, ["seq", "time (UTC)", "event", "what", "by"]))
     print(f"\n{head.seq} entries; chain whole; head {head.hash}")
     return 0
