@@ -38,8 +38,10 @@ reproduce: $(STAMP)
 sign: $(STAMP)
 	$(Q) sign
 
+# The trust root comes from outside the repository: make verify ROOT=sha256:…
+# (or pin it once with 'quorum trust pin'); see docs/trust.md.
 verify: $(STAMP)
-	$(Q) verify
+	$(Q) verify $(if $(ROOT),--root $(ROOT))
 
 audit: $(STAMP)
 	$(Q) audit

@@ -160,10 +160,12 @@ def build(root: Path, packages: dict[str, bytes]) -> manifest_mod.Manifest:
 def write_policy(root: Path, roles: dict[str, tuple[int, list[Key]]], version: int = 1,
                  rotation_role: str = "maintainer", path: Path | None = None) -> Path:
     """policy.yaml naming the roles, and each key's file under keys/<role>/."""
-    lines = ["format: quorum.policy/1", f"version: {version}", f"rotation_role: {rotation_role}", "roles:"]
+    lines = ["format: quorum.policy/2", f"version: {version}", f"rotation_role: {rotation_role}", "roles:"]
     for role, (threshold, keys) in roles.items():
         lines += [f"  {role}:", f"    threshold: {threshold}", "    keys:"]
-        lines += [f"      - {k.fpr}   # {k.uid}" for k in keys]
+        for k in keys:
+            lines += [f"      - fingerprint: {k.fpr}   # {k.uid}",
+                      f"        sha256: {hashlib.sha256(k.public).hexdigest()}"]
         for k in keys:
             kp = root / "manifests" / "keys" / role / f"{k.fpr}.asc"
             kp.parent.mkdir(parents=True, exist_ok=True)
@@ -180,3 +182,57 @@ def now() -> datetime:
 
 def later(days: int) -> datetime:
     return now() + timedelta(days=days)
+
+
+# --- keys in odd states (issue #10) -------------------------------------------------
+
+PAST = "20200101T000000"          # --faked-system-time: when the "expired" key was made
+PAST_SIGNING = "20200101T120000"  # ...and when it signed, while still valid
+
+
+@dataclass(frozen=True)
+class OddKey:
+    key: Key
+    public_before: bytes          # the key file as it was before a revocation (else == key.public)
+    home: Path                    # a home that can still sign with it
+
+    def sign(self, data: bytes, *extra: str) -> bytes:
+        return gpg(self.home, "--armor", "--detach-sign", "--local-user", self.key.fpr, *extra, data=data)
+
+
+_ODD: dict[str, OddKey] = {}
+
+
+def odd_key(kr: Keyring, kind: str) -> OddKey:
+    """A key in the signers' home that an anchor should not be: "revoked"
+    (revoked after it was made; ``public_before`` is the old copy),
+    "expired" (made in 2020, valid one day), "rsa1024", "dsa1024",
+    "weaksub" (an Ed25519 primary with a 1024-bit RSA signing subkey)."""
+    if kind in _ODD:
+        return _ODD[kind]
+    # The revoked key lives in a home of its own, where it is not revoked,
+    # so the tests can show what its old (or new) signatures are worth.
+    home = new_home() if kind == "revoked" else kr.home.path
+    uid = f"Odd {kind} <{kind}@example.org>"
+    loop = ["--passphrase", "", "--pinentry-mode", "loopback"]
+    if kind == "expired":
+        gpg(home, *loop, "--faked-system-time", PAST, "--quick-gen-key", uid, "ed25519", "sign", "1d")
+    else:
+        algo = {"revoked": "ed25519", "rsa1024": "rsa1024", "dsa1024": "dsa1024", "weaksub": "ed25519"}[kind]
+        gpg(home, *loop, "--quick-gen-key", uid, algo, "sign", "0")
+    fpr = _fingerprints(home, uid)[0]
+    if kind == "weaksub":
+        gpg(home, *loop, "--quick-add-key", fpr, "rsa1024", "sign", "0")
+    before = gpg(home, "--armor", "--export", fpr)
+    if kind == "revoked":
+        # GnuPG stores a revocation certificate for every key it makes; its
+        # armor line is escaped with a leading ':' against accidental import.
+        cert = (home / "openpgp-revocs.d" / f"{fpr}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
+        elsewhere = new_home()
+        gpg(elsewhere, "--import", data=before)
+        gpg(elsewhere, "--import", data=cert.encode())
+        public = gpg(elsewhere, "--armor", "--export", fpr)
+    else:
+        public = before
+    _ODD[kind] = OddKey(Key(kind, uid, fpr, None, public), before, home)
+    return _ODD[kind]

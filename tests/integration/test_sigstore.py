@@ -162,3 +162,42 @@ def test_pull_with_signedby_policy_and_lookaside(signed, registry, keyring, tmp_
     unsigned = skopeo("--policy", str(good), "--registries.d", str(bare), "copy", "--src-tls-verify=false",
                       image, f"dir:{tmp_path / 'unsigned'}")
     assert unsigned.returncode != 0 and "signature" in unsigned.stderr.lower(), unsigned.stderr
+
+
+
+def test_subkey_signer_and_a_namespace_without_a_host(tmp_path_factory, registry, keyring, tmp_path):
+    # Issue #10 item 7: Erin signs with her signing subkey; the policy
+    # names her published key file.  quorum makes image signatures with the
+    # primary key, which container tools accept.  The namespace has no
+    # registry host, so the signed identity is read as docker.io/<namespace>:
+    # that is the signedPrefix a mirror's policy needs (docs/spec/signatures.md).
+    root = make_tree(tmp_path_factory.mktemp("erin") / "t", {"hello": b"hello from erin\n"})
+    write_policy(root, {"maintainer": (1, [keyring["erin"]])})
+    signlib.sign(root, user=keyring.home, key=keyring["erin"].sub + "!", release=True, commit=COMMIT)
+    entry = manifest_mod.parse(TrustFiles(root).manifest.read_bytes()).entries["hello"]
+    push = skopeo("--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false",
+                  f"oci:{root / 'out' / 'hello'}:1.0", f"docker://{registry}/{NAMESPACE}/hello:erin")
+    assert push.returncode == 0, push.stderr
+    regd = tmp_path / "registries.d"
+    regd.mkdir()
+    (regd / "quorum.yaml").write_text(
+        f"docker:\n  {registry}:\n    lookaside: file://{TrustFiles(root).sigstore}\n")
+    keyfile = tmp_path / "erin.asc"
+    keyfile.write_bytes(keyring["erin"].public)
+    scope = f"{registry}/{NAMESPACE}"
+
+    def pull(signed_prefix: str, dest: str) -> subprocess.CompletedProcess:
+        doc = {"default": [{"type": "reject"}], "transports": {"docker": {scope: [{
+            "type": "signedBy", "keyType": "GPGKeys", "keyPath": str(keyfile),
+            "signedIdentity": {"type": "remapIdentity", "prefix": scope, "signedPrefix": signed_prefix}}]}}}
+        pol = tmp_path / f"policy-{dest}.json"
+        pol.write_text(json.dumps(doc))
+        # By digest: the signature names hello:1.0, the registry's tag differs.
+        return skopeo("--policy", str(pol), "--registries.d", str(regd), "copy", "--src-tls-verify=false",
+                      f"docker://{scope}/hello@{entry.digest}", f"dir:{tmp_path / dest}")
+
+    ok = pull(f"docker.io/{NAMESPACE}", "ok")
+    assert ok.returncode == 0, ok.stderr
+    # The namespace as written in quorum.yaml is not what the tools compare.
+    bare = pull(NAMESPACE, "bare")
+    assert bare.returncode != 0 and "signature" in bare.stderr.lower(), bare.stderr

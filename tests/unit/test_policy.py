@@ -14,6 +14,7 @@ from quorum.errors import QuorumError  # noqa: E402
 from quorum.gpg import Home  # noqa: E402
 
 A, B = "A" * 40, "B" * 40
+DA, DB = "a" * 64, "b" * 64
 
 
 def load_text(tmp_path, text):
@@ -22,15 +23,15 @@ def load_text(tmp_path, text):
     return policy_mod.load(p)
 
 
-GOOD = f"""format: quorum.policy/1
+GOOD = f"""format: quorum.policy/2
 version: 1
 roles:
   maintainer:
     threshold: 2
-    keys: [{A}, {B}]
+    keys: [{{fingerprint: {A}, sha256: {DA}}}, {{fingerprint: {B}, sha256: {DB}}}]
   ci:
     threshold: 1
-    keys: [{A}]
+    keys: [{{fingerprint: {A}, sha256: {DA}}}]
 """
 
 
@@ -39,24 +40,33 @@ def test_good_policy(tmp_path):
     assert pol.version == 1 and pol.rotation_role == "maintainer"
     assert pol.roles["maintainer"].threshold == 2 and pol.roles["ci"].keys == (A,)
     assert pol.roles_of(A) == ["maintainer", "ci"] and pol.anchors() == {A, B}
+    assert pol.digest_of(B) == DB
     assert pol.data == GOOD.encode()
 
 
 @pytest.mark.parametrize("text, where", [
     (GOOD.replace("version: 1", "version: one"), "version: expected a positive integer"),
     (GOOD.replace("version: 1", "version: 0"), "version: must be a positive integer"),
-    (GOOD.replace("format: quorum.policy/1", "format: other/1"), "format: unknown policy format"),
+    (GOOD.replace("format: quorum.policy/2", "format: other/1"), "format: unknown policy format"),
+    (GOOD.replace("format: quorum.policy/2", "format: quorum.policy/1"), "format: quorum.policy/1 does not pin"),
+    (GOOD.replace(f"sha256: {DB}", "sha256: x"), "roles.maintainer.keys[1].sha256: "),
+    (GOOD.replace(f", sha256: {DB}", ""), "roles.maintainer.keys[1].sha256: required field is missing"),
+    (GOOD.replace(f"[{{fingerprint: {A}, sha256: {DA}}}]", f"[{{fingerprint: {A}, sha256: {DB}}}]"),
+     "roles.ci.keys[0].sha256: differs from the sha256 roles.maintainer pins"),
+    (GOOD.replace(f"fingerprint: {B}, ", f"fingerprint: {B}, fpr: x, "), "roles.maintainer.keys[1].fpr: unknown"),
     (GOOD + "extra: 1\n", "extra: unknown field"),
     (GOOD.replace("    threshold: 1\n", "    threshold: 1\n    treshold: 1\n"), "roles.ci.treshold: unknown field"),
     (GOOD.replace("threshold: 2", "threshold: 3"), "roles.maintainer.threshold: 3 can never be met"),
     (GOOD.replace("threshold: 2", "threshold: 0"), "roles.maintainer.threshold: must be at least 1"),
     (GOOD.replace("threshold: 2", "threshold: true"), "roles.maintainer.threshold: expected a positive integer"),
-    (GOOD.replace(f"[{A}, {B}]", f"[{A.lower()}, {B}]"), "roles.maintainer.keys[0]: "),
-    (GOOD.replace(f"[{A}, {B}]", f"[{A}, {A}]"), "roles.maintainer.keys: lists a key twice"),
+    (GOOD.replace(f"{{fingerprint: {A}, sha256: {DA}}}, ", f"{{fingerprint: {A.lower()}, sha256: {DA}}}, "),
+     "roles.maintainer.keys[0].fingerprint: "),
+    (GOOD.replace(f"fingerprint: {B}, sha256: {DB}", f"fingerprint: {A}, sha256: {DA}"),
+     "roles.maintainer.keys: lists a key twice"),
     (GOOD.replace("  ci:", "  CI:"), "roles.CI: role name must match"),
     (GOOD + "rotation_role: owners\n", "rotation_role: names no role"),
     (GOOD + "roles: {}\n", "duplicate key"),
-    ("format: quorum.policy/1\nversion: 1\nroles: {}\n", "roles: at least one role"),
+    ("format: quorum.policy/2\nversion: 1\nroles: {}\n", "roles: at least one role"),
 ])
 def test_bad_policy_names_file_and_field(tmp_path, text, where):
     with pytest.raises(QuorumError) as e:

@@ -122,7 +122,7 @@ def test_a_release_killed_midway_is_finished_by_the_next_sign(tree, keyring, mon
     monkeypatch.setattr(signlib.canon, "atomic_write", real)
     assert signlib.Journal.path(files).exists()
     with pytest.raises(QuorumError, match="interrupted 'quorum sign'"):
-        verifylib.verify(tree, state_dir=tree / "state")
+        verifylib.verify(tree, state_dir=tree / "state", trust_on_first_use=True)
     assert signlib.finish_interrupted(tree)
     assert not signlib.Journal.path(files).exists()
     man = manifest_mod.parse(files.manifest.read_bytes())
@@ -167,7 +167,7 @@ def test_signing_again_replaces_and_logs_each_signing(tree, keyring, tmp_path):
     assert translog.replay(entries).seq == 3 and r.log_entry == entries[-1]
     assert entries[-1]["manifest_sha256"] == entries[0]["manifest_sha256"]
     assert first  # the earlier signature stays in the log's history, not on disk
-    assert verifylib.verify(tree, state_dir=tmp_path / "s").ok
+    assert verifylib.verify(tree, state_dir=tmp_path / "s", trust_on_first_use=True).ok
 
 
 def test_refuses_to_extend_a_broken_log(tree, keyring):
@@ -280,3 +280,43 @@ def test_passphrase_key_with_loopback(locked_key):
     home, fpr, _ = locked_key
     sig, signer = Home(home).sign(b"data\n", fpr, passphrase=PASSPHRASE)
     assert signer == fpr and sig
+
+
+# --- image signatures are made with the primary key (issue #10 item 7) ---------------------------------
+
+def _image_signers(root, kr, who) -> list[tuple[str, str]]:
+    """(signing key, primary) of every image signature, checked in a home
+    holding only ``who``'s public key."""
+    out = []
+    with Home.temporary() as h:
+        h.import_keys(kr[who].public)
+        for d in sorted(TrustFiles(root).sigstore.rglob("*@sha256=*")):
+            for p in simplesign.signature_files(d):
+                v, _ = h.verify_attached(p.read_bytes())
+                assert v.problem() is None
+                out.append((v.signatures[0].fingerprint, v.signatures[0].primary))
+    return out
+
+
+def test_image_signatures_use_the_primary_even_when_a_subkey_signs(tmp_path, keyring):
+    root = make_tree(tmp_path / "t")
+    k = keyring
+    write_policy(root, {"maintainer": (1, [k["erin"]])})
+    r = released(root, k, "erin", key=k["erin"].sub + "!")
+    # The manifest signature is the subkey's (as asked); container tools
+    # need the primary's, so the images get that.
+    assert r.fingerprint == k["erin"].fpr and not r.warnings
+    assert _image_signers(root, k, "erin") == [(k["erin"].fpr, k["erin"].fpr)] * 2
+
+
+def test_offline_primary_falls_back_to_the_subkey_with_a_warning(tmp_path, keyring):
+    from trust_keys import new_home
+    k = keyring
+    home = new_home()
+    # A home with the signing subkey's secret only (the primary is offline).
+    gpg(home, "--import", data=gpg(k.home.path, "--export-secret-subkeys", k["erin"].fpr))
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [k["erin"]])})
+    r = signlib.sign(root, user=Home(home), key=k["erin"].fpr, release=True, commit=COMMIT)
+    assert any("made with subkey" in w and "signedBy" in w for w in r.warnings), r.warnings
+    assert _image_signers(root, k, "erin") == [(k["erin"].sub, k["erin"].fpr)] * 2

@@ -37,6 +37,9 @@ def release(root, kr, who="alice", **kw):
 
 
 def check(root, state, **kw) -> verifylib.Report:
+    # These tests are about what happens after a root is trusted; the
+    # trust root itself has its own tests below.
+    kw.setdefault("trust_on_first_use", True)
     return verifylib.verify(root, state_dir=state, **kw)
 
 
@@ -131,12 +134,12 @@ def test_key_in_two_roles_counts_in_each_only_where_listed(tmp_path, keyring, st
 
 
 def test_cli_table_json_and_exit_codes(tree, keyring, state, capsys):
-    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 1
     out = capsys.readouterr().out
     assert "maintainer" in out and keyring["alice"].fpr in out and "Alice Maintainer" in out
     assert "NOT MET (0/1)" in out and "REFUSED" in out
     sign(tree, keyring, "dave")
-    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--json"]) == 0
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--json", "--trust-on-first-use"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True and doc["serial"] == 1 and doc["commit"] == COMMIT
     assert {r["role"]: r["count"] for r in doc["roles"]} == {"maintainer": 1, "reviewer": 1}
@@ -441,11 +444,21 @@ def test_policy_changed_without_rotation(tmp_path, keyring, state):
     write_policy(root, {"maintainer": (1, [k["alice"]])})
     release(root, k)
     assert check(root, state).ok
-    # Same version number, different anchors: an edit, not a rotation.
+    # Same version number, different anchors: an edit, not a rotation.  It
+    # is another root, which this machine does not trust.
     write_policy(root, {"maintainer": (1, [k["mallory"]])})
     sign(root, k, "mallory")
-    rep = check(root, state)
-    assert not rep.ok and any("not the one this machine accepted" in p for p in rep.problems)
+    with pytest.raises(QuorumError, match="trusts no root for this tree \\(a tree named 'demo' was accepted "
+                                          "before under root sha256:"):
+        check(root, state, trust_on_first_use=False)
+    # Back to the accepted version 1, then a proper rotation: the tree is
+    # remembered by its root, no flag needed.
+    write_policy(root, {"maintainer": (1, [k["alice"]])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"]])}, version=2, path=root.parent / "v2.yaml")
+    signlib.rotate_policy(root, new)
+    signlib.sign_policy(root, user=k.home, key=k["alice"].fpr)
+    assert check(root, state, record=False).ok
+    assert check(root, state, record=False, trust_on_first_use=False).ok      # remembered by its root
 
 
 def test_policy_rollback(rotated, keyring, state):
@@ -468,7 +481,7 @@ def test_policy_rotation_through_the_cli(tmp_path, keyring, state, monkeypatch, 
     assert main(["policy", "rotate", "--tree", str(root), str(new)]) == 0
     assert main(["policy", "rotate", "--tree", str(root), str(new)]) == 1      # v2 after v2: refused
     assert "must be 3" in capsys.readouterr().err
-    assert main(["verify", "--tree", str(root), "--state-dir", str(state)]) == 1
+    assert main(["verify", "--tree", str(root), "--state-dir", str(state), "--trust-on-first-use"]) == 1
     monkeypatch.setenv("GNUPGHOME", str(k.home.path))
     monkeypatch.setenv("QUORUM_SIGNING_KEY", k["alice"].fpr)
     assert main(["policy", "sign", "--tree", str(root)]) == 0
@@ -486,3 +499,325 @@ def test_policy_history_gap_is_an_error(tmp_path, keyring, state):
     release(root, keyring)
     with pytest.raises(QuorumError, match="policy-history/1.yaml: missing"):
         check(root, state)
+
+
+# --- anchor keys in odd states (issue #10) -----------------------------------------------------
+
+def _with_odd_anchor(tmp_path, keyring, kind, *, public=None):
+    """maintainer 1-of-{alice, odd}, reviewer 1-of-{carol}; released by
+    alice, signed by carol, and a signature of the odd key planted."""
+    from trust_keys import odd_key
+    odd = odd_key(keyring, kind)
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [keyring["alice"], odd.key]), "reviewer": (1, [keyring["carol"]])})
+    if public is not None:
+        TrustFiles(root).key_file("maintainer", odd.key.fpr).write_bytes(public)
+    release(root, keyring)
+    sign(root, keyring, "carol")
+    return root, odd
+
+
+def test_revoked_anchor_is_reported_and_does_not_count(tmp_path, keyring, state):
+    root, odd = _with_odd_anchor(tmp_path, keyring, "revoked")
+    data = TrustFiles(root).manifest.read_bytes()
+    plant(root, odd.key.fpr, odd.sign(data))
+    rep = check(root, state, record=False)
+    # The threshold is met by alice: the revoked key neither breaks nor helps.
+    assert rep.ok, rep.to_json()
+    assert role(rep, "maintainer").signers == [(keyring["alice"].fpr, keyring["alice"].uid)]
+    assert uncounted(rep)[odd.key.fpr + ".asc"] == "made by a revoked key"
+    assert any(f"{odd.key.fpr} (maintainer) is revoked on 20" in n for n in rep.notes), rep.notes
+    # Alone, the revoked key can never meet a threshold.
+    TrustFiles(root).signature(keyring["alice"].fpr).unlink()
+    assert not check(root, state).ok
+
+
+def test_expired_anchor_is_reported_and_does_not_count(tmp_path, keyring, state):
+    from trust_keys import PAST_SIGNING
+    root, odd = _with_odd_anchor(tmp_path, keyring, "expired")
+    data = TrustFiles(root).manifest.read_bytes()
+    # Signed in 2020, while the key was still valid: it expired since.
+    plant(root, odd.key.fpr, odd.sign(data, "--faked-system-time", PAST_SIGNING))
+    rep = check(root, state, record=False)
+    assert rep.ok, rep.to_json()
+    assert uncounted(rep)[odd.key.fpr + ".asc"] == "made by an expired key"
+    assert any("is expired on 2020-01-02" in n for n in rep.notes), rep.notes
+
+
+def test_revoked_key_kept_in_retired_checks_an_old_rotation(tmp_path, keyring, state):
+    # docs/trust.md: removed anchors' key files go to keys/retired/.  The
+    # rotation v1 -> v2 was approved by alice; the revoked key was a v1
+    # maintainer too, and its (revoked) key file must not break the chain.
+    from trust_keys import odd_key
+    k, odd = keyring, odd_key(keyring, "revoked")
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [k["alice"], odd.key])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"]])}, version=2, path=tmp_path / "v2.yaml")
+    signlib.rotate_policy(root, new)
+    signlib.sign_policy(root, user=k.home, key=k["alice"].fpr)
+    files = TrustFiles(root)
+    retired = files.keys / "retired" / f"{odd.key.fpr}.asc"
+    retired.parent.mkdir()
+    files.key_file("maintainer", odd.key.fpr).rename(retired)
+    release(root, k)
+    rep = check(root, state)
+    assert rep.ok and [r.ok for r in rep.rotations] == [True], rep.to_json()
+
+
+@pytest.mark.parametrize("kind, why", [("rsa1024", "its primary key is a 1024-bit RSA key"),
+                                       ("dsa1024", "its primary key is a 1024-bit DSA key"),
+                                       ("weaksub", "its signing subkey ")])
+def test_weak_anchor_key_is_refused_at_policy_load(tmp_path, keyring, state, kind, why):
+    from trust_keys import odd_key
+    odd = odd_key(keyring, kind)
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [keyring["alice"], odd.key])})
+    release(root, keyring)
+    plant(root, odd.key.fpr, odd.sign(TrustFiles(root).manifest.read_bytes(), "--digest-algo", "SHA512"))
+    with pytest.raises(QuorumError) as e:
+        check(root, state)
+    msg = str(e.value)
+    assert msg.startswith(str(TrustFiles(root).key_file("maintainer", odd.key.fpr))) and why in msg
+    assert "RSA of at least 3072 bits" in msg and "1024-bit" in msg
+
+
+def test_signature_dated_in_the_future_does_not_count(tree, keyring, state):
+    data = TrustFiles(tree).manifest.read_bytes()
+    forge(tree, keyring, "carol", data, extra=["--faked-system-time", "20300101T000000"])
+    rep = check(tree, state)
+    assert not rep.ok and uncounted(rep)[keyring["carol"].fpr + ".asc"].startswith(
+        "dated 2030-01-01T00:00:00Z, in the future")
+    # Within the allowed clock skew a signature counts: a verifier whose
+    # clock is a few minutes behind the signer's.
+    sign(tree, keyring, "dave")
+    assert check(tree, state, now=now() - verifylib.MAX_CLOCK_SKEW / 2).ok
+
+
+@pytest.mark.parametrize("folder", ["signatures", "keys/maintainer", "keys", "policy-signatures"])
+def test_trust_folder_that_is_a_symlink_is_refused(tree, keyring, state, tmp_path, folder):
+    # The attacker's folder outside the tree holds good signatures and keys:
+    # were the link followed, verification would pass.
+    sign(tree, keyring, "carol")
+    files = TrustFiles(tree)
+    d = files.manifests / folder
+    if not d.exists():
+        d.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(d), str(elsewhere))
+    d.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(QuorumError, match=f"{folder}: is a symbolic link; trust files are read only from real"):
+        check(tree, state)
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 1
+
+
+# --- what --json says (issue #10 item 8) ------------------------------------------------------
+
+def _json(capsys, argv) -> tuple[int, dict]:
+    rc = main(argv + ["--json"])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+@pytest.mark.parametrize("breakage, code", [
+    ("no-policy", 1), ("bad-policy", 3), ("linked-signatures", 1), ("non-canonical", 1), ("journal", 1),
+    ("no-manifest", 1), ("bad-quorum-yaml", 3)])
+def test_json_on_every_error_path_is_an_object(tree, keyring, state, capsys, tmp_path, breakage, code):
+    files = TrustFiles(tree)
+    if breakage == "no-policy":
+        files.policy.unlink()
+    elif breakage == "bad-policy":
+        files.policy.write_text("format: quorum.policy/1\nversion: x\n")
+    elif breakage == "linked-signatures":
+        files.signatures.rename(tmp_path / "sigs")
+        files.signatures.symlink_to(tmp_path / "sigs")
+    elif breakage == "non-canonical":
+        files.manifest.write_bytes(files.manifest.read_bytes() + b"\n")
+    elif breakage == "journal":
+        (files.manifests / ".sign-journal.json").write_text("{}")
+    elif breakage == "no-manifest":
+        files.manifest.unlink()
+    elif breakage == "bad-quorum-yaml":
+        (tree / "quorum.yaml").write_text("name: [\n")
+    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"])
+    assert rc == code and doc["ok"] is False and doc["exit_code"] == code and doc["error"], doc
+
+
+def test_json_reports_uncounted_signer_time_hash_and_subkey(tmp_path, keyring, state, capsys):
+    k = keyring
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [k["erin"]])})
+    release(root, k, "erin", key=k["erin"].sub + "!")
+    data = TrustFiles(root).manifest.read_bytes()
+    forge(root, k, "mallory", data, extra=["--digest-algo", "SHA384"])
+    rc, doc = _json(capsys, ["verify", "--tree", str(root), "--state-dir", str(state), "--trust-on-first-use"])
+    sigs = {s["file"]: s for s in doc["signatures"]}
+    erin, mallory = sigs[k["erin"].fpr + ".asc"], sigs[k["mallory"].fpr + ".asc"]
+    assert rc == 0 and erin["counted"] and erin["subkey"] == k["erin"].sub and erin["hash_algo"]
+    assert erin["created"].startswith(str(now().year))
+    # Not counted, but GnuPG named the key: so does the report.
+    assert not mallory["counted"] and mallory["fingerprint"] == k["mallory"].fpr
+
+
+def test_roles_are_not_ok_under_an_unapproved_policy(rotated, keyring, state, capsys):
+    # v2 is installed but nobody approved it: alice's and carol's
+    # signatures meet its thresholds, yet no role may say ok.
+    rc, doc = _json(capsys, ["verify", "--tree", str(rotated), "--state-dir", str(state), "--trust-on-first-use"])
+    assert rc == 1 and doc["ok"] is False
+    assert [(r["role"], r["count"] >= r["threshold"], r["ok"], r["policy_trusted"]) for r in doc["roles"]] == [
+        ("maintainer", True, False, False), ("reviewer", True, False, False)]
+    assert main(["verify", "--tree", str(rotated), "--state-dir", str(state), "--trust-on-first-use"]) == 1
+    assert "POLICY NOT APPROVED (2/2)" in capsys.readouterr().out
+
+
+# --- key files are pinned by the policy (issue #10 item 5) ---------------------------------------
+
+def test_swapped_or_stale_key_file_is_refused(tmp_path, keyring, state):
+    from trust_keys import odd_key
+    root, odd = _with_odd_anchor(tmp_path, keyring, "revoked")
+    files = TrustFiles(root)
+    kp = files.key_file("maintainer", odd.key.fpr)
+    # The pre-revocation copy: same fingerprint, and the key would count again.
+    kp.write_bytes(odd.public_before)
+    data = files.manifest.read_bytes()
+    plant(root, odd.key.fpr, odd.sign(data))
+    with pytest.raises(QuorumError, match="the policy pins .* changed without a policy rotation") as e:
+        check(root, state)
+    assert str(e.value).startswith(str(kp))
+    # The same key with a comment in its armor (other bytes, same key).
+    kp.write_bytes(odd.key.public.replace(b"\n\n", b"\nComment: harmless?\n\n", 1))
+    with pytest.raises(QuorumError, match="the policy pins"):
+        check(root, state)
+    kp.write_bytes(odd.key.public)
+    assert check(root, state).ok
+
+
+def test_revocation_added_by_rotation_keeps_old_rotations_checkable(tmp_path, keyring, state):
+    # docs/trust.md: a maintainer's revoked key file replaces the old one
+    # in a rotation signed by the old threshold; the old file is kept as
+    # key-history/<sha256>.asc so the chain from version 1 still checks.
+    import hashlib
+    from trust_keys import odd_key
+    k, odd = keyring, odd_key(keyring, "revoked")
+    root = make_tree(tmp_path / "t")
+    revoked_key = odd.key
+    before = type(revoked_key)(revoked_key.name, revoked_key.uid, revoked_key.fpr, None, odd.public_before)
+    write_policy(root, {"maintainer": (1, [k["alice"], before])})
+    new = write_policy(root, {"maintainer": (1, [k["alice"], revoked_key])}, version=2,
+                       path=tmp_path / "v2.yaml")
+    files = TrustFiles(root)
+    # write_policy wrote the revoked file over the old one, without keeping
+    # the old copy: rotate refuses.
+    with pytest.raises(QuorumError, match="key-history/"):
+        signlib.rotate_policy(root, new)
+    hist = files.key_history / f"{hashlib.sha256(odd.public_before).hexdigest()}.asc"
+    hist.parent.mkdir()
+    hist.write_bytes(odd.public_before)
+    # The pre-revocation key approves the rotation that records its revocation.
+    signlib.rotate_policy(root, new)
+    sig = odd.sign(files.policy.read_bytes())
+    d = files.policy_signatures(2)
+    d.mkdir(parents=True)
+    (d / f"{revoked_key.fpr}.asc").write_bytes(sig)
+    release(root, k)
+    rep = check(root, state)
+    assert rep.ok and [r.signers for r in rep.rotations] == [[revoked_key.fpr]], rep.to_json()
+    assert any("is revoked on" in n for n in rep.notes)
+
+
+# --- the trust root (task item 2; issue #10 item 4) ---------------------------------------------------
+
+def _policy_digest(root) -> str:
+    return "sha256:" + canon.sha256_bytes(TrustFiles(root).policy.read_bytes())
+
+
+def test_first_use_needs_a_pinned_root_or_the_flag(tree, keyring, state, capsys):
+    sign(tree, keyring, "carol")
+    digest = _policy_digest(tree)
+    with pytest.raises(QuorumError, match=f"trusts no root for this tree: .*'quorum trust pin {digest}'"):
+        check(tree, state, trust_on_first_use=False)
+    rc, doc = _json(capsys, ["verify", "--tree", str(tree), "--state-dir", str(state)])
+    assert rc == 1 and doc["ok"] is False and "--trust-on-first-use" in doc["error"]
+    assert main(["trust", "pin", digest, "--state-dir", str(state)]) == 0
+    rep = check(tree, state, trust_on_first_use=False)
+    assert rep.ok and (rep.root.source, rep.root.version) == ("pinned", 1) and rep.root.digest == digest[7:]
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state)]) == 0
+    assert f"root {digest}  (policy v1, remembered)" in capsys.readouterr().out
+    assert main(["trust", "pin", "sha256:xyz", "--state-dir", str(state)]) == 3
+
+
+def test_root_flag_must_name_one_of_the_trees_policies(tree, keyring, state):
+    sign(tree, keyring, "carol")
+    with pytest.raises(QuorumError, match="the pinned root sha256:0{64} is none of this tree's policy versions"):
+        check(tree, state, pinned_root="sha256:" + "0" * 64, trust_on_first_use=False)
+    rep = check(tree, state, pinned_root=_policy_digest(tree), trust_on_first_use=False)
+    assert rep.ok and rep.root.source == "pinned"
+
+
+def test_pinning_a_later_version_starts_the_chain_there(rotated, keyring, state, tmp_path):
+    # A new user gets the digest of version 2 from the project: the chain
+    # from version 1 is not needed (nor checked), later rotations are.
+    fresh = tmp_path / "fresh"
+    for who in ("alice", "bob"):
+        signlib.sign_policy(rotated, user=keyring.home, key=keyring[who].fpr)
+    rep = check(rotated, fresh, pinned_root=_policy_digest(rotated), trust_on_first_use=False)
+    assert rep.ok and rep.root.version == 2 and rep.rotations == []
+
+
+def test_renamed_tree_with_a_foreign_policy_is_not_a_first_use(tree, keyring, state, tmp_path):
+    # Issue #10 item 4: after accepting tree "demo", the same repository,
+    # renamed and with a new version-1 policy of Mallory's only, passed as
+    # a first use (the memory was keyed by the name the repository chose).
+    sign(tree, keyring, "carol")
+    assert check(tree, state).ok
+    files = TrustFiles(tree)
+    (tree / "quorum.yaml").write_text((tree / "quorum.yaml").read_text().replace("name: demo", "name: demo2"))
+    man = manifest_mod.parse(files.manifest.read_bytes())
+    man.tree = "demo2"
+    files.manifest.write_bytes(man.to_bytes())
+    shutil.rmtree(files.keys)
+    shutil.rmtree(files.signatures)
+    write_policy(tree, {"maintainer": (1, [keyring["mallory"]])})
+    forge(tree, keyring, "mallory", files.manifest.read_bytes())
+    with pytest.raises(QuorumError, match="trusts no root for this tree"):
+        check(tree, state, trust_on_first_use=False)
+
+
+# --- the log records policy events (task item 5) ------------------------------------------------------
+
+def test_log_records_rotations_and_quorum_log_prints_them(rotated, keyring, state, capsys):
+    for who in ("alice", "bob"):
+        signlib.sign_policy(rotated, user=keyring.home, key=keyring[who].fpr)
+    files = TrustFiles(rotated)
+    entries = translog.read(files.log)
+    pol_sha = canon.sha256_bytes(files.policy.read_bytes())
+    assert [e.get("kind") for e in entries] == [None, None, None, "policy-rotate", "policy-sign", "policy-sign"]
+    assert entries[3]["policy_version"] == 2 and entries[3]["policy_sha256"] == pol_sha
+    assert [e["signer"] for e in entries[4:]] == [keyring["alice"].fpr, keyring["bob"].fpr]
+    assert check(rotated, state).ok          # the chain holds mixed entries
+    assert main(["log", "--tree", str(rotated)]) == 0
+    out = capsys.readouterr().out
+    assert "policy rotated" in out and "policy approved" in out and "manifest signed" in out
+    assert "6 entries; chain whole" in out
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 0 and doc["ok"] and len(doc["entries"]) == 6 and doc["head"]["seq"] == 6
+    # A policy entry cannot pass for a manifest signature of the same key.
+    assert translog.find(entries[4:], signer=keyring["alice"].fpr, signature_sha256=entries[4]["signature_sha256"],
+                         manifest_sha256=entries[0]["manifest_sha256"]) is None
+    # Removing the rotation from history breaks the chain, and says where.
+    _rewrite_log(rotated, entries[:3] + entries[4:])
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 1 and doc["ok"] is False and "line 4" in doc["error"]
+    entries[3]["kind"] = "policy-forget"
+    _rewrite_log(rotated, entries)
+    rc, doc = _json(capsys, ["log", "--tree", str(rotated)])
+    assert rc == 1 and "unknown kind 'policy-forget'" in doc["error"]
+
+
+def test_text_report_escapes_what_the_tree_chose(tree, keyring, state, capsys):
+    # A signature file name with an escape sequence in it (a file the
+    # attacker planted) must not reach the terminal raw.
+    sig = sign(tree, keyring, "carol").signature
+    (sig.parent / "\x1b[2Jevil.asc").write_bytes(sig.read_bytes())
+    assert main(["verify", "--tree", str(tree), "--state-dir", str(state), "--trust-on-first-use"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2Jevil.asc" in out

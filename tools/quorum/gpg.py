@@ -44,6 +44,7 @@ SHORT_TMP = "/tmp"
 # a signature over a SHA-1 digest can be transplanted to other bytes with the
 # same digest, so it does not bind the manifest.
 WEAK_HASHES = {"1": "MD5", "2": "SHA1", "3": "RIPEMD160", "11": "SHA224"}
+HASH_NAMES = {**WEAK_HASHES, "8": "SHA256", "9": "SHA384", "10": "SHA512", "12": "SHA3-256", "14": "SHA3-512"}
 
 # Options for every throwaway home.  --no-options: no gpg.conf can switch
 # anything back on; no key is ever fetched or imported from a signature
@@ -57,16 +58,50 @@ class GpgError(QuorumError):
 
 
 @dataclass(frozen=True)
+class KeyPart:
+    """The primary key or one subkey, as ``--with-colons`` describes it."""
+    fingerprint: str
+    algo: int                         # RFC 4880 public-key algorithm id
+    bits: int
+    curve: str                        # "" for RSA/DSA
+    capabilities: str                 # e.g. "sc"; "s" = may sign
+    validity: str                     # "r" revoked, "e" expired, else usable as far as GnuPG knows
+    expires: int | None = None        # seconds since 1970
+
+    @property
+    def can_sign(self) -> bool:
+        return "s" in self.capabilities.lower()
+
+    @property
+    def usable(self) -> bool:
+        return self.validity not in ("r", "e")
+
+
+@dataclass(frozen=True)
 class KeyInfo:
     """One public key as listed by ``--show-keys``."""
     fingerprint: str                  # the primary key's
     uids: tuple[str, ...]
     subkeys: tuple[str, ...]          # fingerprints
     has_secret: bool = False
+    parts: tuple[KeyPart, ...] = ()   # the primary first, then the subkeys
+    revoked_at: int | None = None     # the primary's revocation date, when revoked
 
     @property
     def name(self) -> str:
         return self.uids[0] if self.uids else ""
+
+    @property
+    def primary(self) -> KeyPart | None:
+        return self.parts[0] if self.parts else None
+
+    @property
+    def revoked(self) -> bool:
+        return self.primary is not None and self.primary.validity == "r"
+
+    @property
+    def expired(self) -> bool:
+        return self.primary is not None and self.primary.validity == "e"
 
 
 @dataclass(frozen=True)
@@ -176,29 +211,53 @@ _RESULT_KEYWORDS = {"GOODSIG": "good", "BADSIG": "bad", "EXPSIG": "expired-signa
 
 
 def parse_show_keys(text: str) -> list[KeyInfo]:
-    """``--with-colons --show-keys`` output -> keys (primary + subkeys)."""
+    """``--with-colons --show-keys`` output -> keys (primary + subkeys).
+    With ``--with-sig-list`` the primary's self-revocation (``rev`` record,
+    class 20) supplies the date it was revoked."""
     keys: list[dict] = []
     last = None
     for line in text.splitlines():
         f = line.split(":")
         rec = f[0]
-        if rec in ("pub", "sec"):
-            keys.append({"fpr": None, "uids": [], "subs": [], "secret": rec == "sec"})
-            last = "primary"
-        elif rec in ("sub", "ssb"):
-            last = "sub"
-            if rec == "ssb" and keys:
-                keys[-1]["secret"] = True
+        if rec in ("pub", "sec", "sub", "ssb"):
+            if rec in ("pub", "sec"):
+                keys.append({"fpr": None, "uids": [], "subs": [], "secret": rec == "sec", "parts": [],
+                             "revoked_at": None})
+                last = "primary"
+            elif keys:
+                last = "sub"
+                if rec == "ssb":
+                    keys[-1]["secret"] = True
+            if keys:
+                keys[-1]["parts"].append({"validity": _field(f, 1), "bits": _int(_field(f, 2)) or 0,
+                                          "algo": _int(_field(f, 3)) or 0, "expires": _int(_field(f, 6)),
+                                          "capabilities": _field(f, 11), "curve": _field(f, 16), "fpr": ""})
         elif rec == "fpr" and keys and len(f) > 9:
             if last == "primary" and keys[-1]["fpr"] is None:
                 keys[-1]["fpr"] = f[9]
+                keys[-1]["parts"][-1]["fpr"] = f[9]
             elif last == "sub":
                 keys[-1]["subs"].append(f[9])
+                keys[-1]["parts"][-1]["fpr"] = f[9]
             last = None
+        elif rec == "rev" and keys and len(keys[-1]["parts"]) == 1 and _field(f, 10).startswith("20"):
+            keys[-1]["revoked_at"] = _int(_field(f, 5))
         elif rec == "uid" and keys and len(f) > 9:
             keys[-1]["uids"].append(_unescape_colons(f[9]))
     return [KeyInfo(fingerprint=k["fpr"] or "", uids=tuple(k["uids"]), subkeys=tuple(k["subs"]),
-                    has_secret=k["secret"]) for k in keys]
+                    has_secret=k["secret"], revoked_at=k["revoked_at"],
+                    parts=tuple(KeyPart(fingerprint=p["fpr"], algo=p["algo"], bits=p["bits"], curve=p["curve"],
+                                        capabilities=p["capabilities"], validity=p["validity"],
+                                        expires=p["expires"]) for p in k["parts"]))
+            for k in keys]
+
+
+def _field(f: list[str], i: int) -> str:
+    return f[i] if len(f) > i else ""
+
+
+def _int(s: str) -> int | None:
+    return int(s) if s.isdigit() else None
 
 
 def _unescape_colons(s: str) -> str:
@@ -240,7 +299,15 @@ class Home:
         d = temps.mkdtemp(Path(SHORT_TMP), "qg-")
         os.chmod(d, 0o700)
         try:
-            yield cls(d, temporary=True, agent=agent)
+            home = cls(d, temporary=True, agent=agent)
+            # An empty trust database, made on purpose: without one, GnuPG
+            # stops with "Fatal: can't open trustdb" as soon as it meets a
+            # revoked or expired key, so one expired anchor would break every
+            # verification.  It holds no ownertrust: --trust-model always
+            # still decides nothing by it.  (Under --trust-model always GnuPG
+            # would not create the file, hence the model for this one call.)
+            home.run(["--trust-model", "pgp", "--import-ownertrust"], b"")
+            yield home
         finally:
             if agent:
                 kill_agent(d)
@@ -276,7 +343,7 @@ class Home:
     # --- keys --------------------------------------------------------------------
     def show_keys(self, key_data: bytes) -> list[KeyInfo]:
         """The keys in ``key_data``, without importing anything."""
-        _, lines, _ = self.run(["--with-colons", "--show-keys"], key_data)
+        _, lines, _ = self.run(["--with-colons", "--with-sig-list", "--show-keys"], key_data)
         return parse_show_keys("\n".join(lines))
 
     def import_keys(self, key_data: bytes) -> list[str]:

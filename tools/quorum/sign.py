@@ -21,12 +21,12 @@ from pathlib import Path
 
 from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
-from .gpg import Home, SigResult
+from .gpg import GpgError, Home, SigResult
 from .manifest import Manifest
-from .safeio import loads_json, read_regular
+from .safeio import DEFINITION_LIMIT, JSON_LIMIT, loads_json, read_regular
 from .store import Store
 from .tree import load_config
-from .verify import EXPIRES_FORMAT, load_manifest, parse_expires
+from .verify import EXPIRES_FORMAT, MAX_SIGNATURE, load_manifest, parse_expires
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])\Z")
@@ -188,6 +188,8 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
     now = now or datetime.now(timezone.utc)
     files = policy_mod.TrustFiles(root)
     config = load_config(root)
+    # Writing through a linked folder would put signatures outside the tree.
+    files.refuse_linked_folders()
     finish_interrupted(root)
     user = user or Home.user()
     key = key if key is not None else signing_key(root)
@@ -215,9 +217,24 @@ def sign(root: Path, *, user: Home | None = None, key: str | None = None, releas
                         serial=man.serial, log_entry=entry, released=release, removed=removed,
                         warnings=_anchor_warnings(files, sig.primary))
     if images:
-        report.images = sign_images(files, man, config.namespace, user=user, key=key or f"{signing_fpr}!",
-                                    primary=sig.primary,
-                                    public=user.export_public(signing_fpr))
+        public = user.export_public(signing_fpr)
+        # Image signatures are made with the *primary* key ("FPR!" forces
+        # it): skopeo and podman compare the signing key with the primary
+        # keys of the key file their policy names, and refuse a subkey's
+        # signature ("Signature by key <subkey> is not accepted").
+        try:
+            report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.primary}!",
+                                        primary=sig.primary, public=public)
+        except GpgError:
+            if sig.fingerprint == sig.primary:
+                raise
+            # The primary is offline (a token holding subkeys only): sign
+            # with the subkey, and say what container tools will make of it.
+            report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.fingerprint}!",
+                                        primary=sig.primary, public=public)
+            report.warnings.append(
+                f"image signatures were made with subkey {sig.fingerprint} (the primary key is not usable "
+                "here): skopeo/podman 'signedBy' policies refuse them; see docs/spec/signatures.md")
     return report
 
 
@@ -268,7 +285,8 @@ class Journal:
     def apply(self, files: policy_mod.TrustFiles) -> tuple[list[Path], dict]:
         removed: list[Path] = []
         sig_path = files.signature(self.signer)
-        current = files.manifest.read_bytes() if files.manifest.is_file() else None
+        current = (read_regular(files.manifest, limit=JSON_LIMIT, error=SignError, what="manifest")
+                   if files.manifest.exists() or files.manifest.is_symlink() else None)
         if self.release and current != self.manifest:
             # Signatures over the old bytes can never count again.
             removed = remove_stale_signatures(files)
@@ -351,7 +369,7 @@ def _own_signature_index(h: Home, d: Path, primary: str) -> int | None:
     """The N of an existing signature-N by this key (checked in a home that
     holds only this key, so a good signature is this key's)."""
     for i, p in enumerate(simplesign.signature_files(d), start=1):
-        v, _ = h.verify_attached(p.read_bytes())
+        v, _ = h.verify_attached(read_regular(p, limit=MAX_SIGNATURE, error=SignError, what="image signature"))
         if v.problem() is None and v.signatures[0].primary == primary:
             return i
     return None
@@ -377,7 +395,33 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
                         "only they can approve the next version", file=files.old_policy(old.version))
     path = files.policy_signatures(pol.version) / f"{sig.primary}.asc"
     canon.atomic_write(path, signature)
+    # The log records the approval too: the history of who trusted whom.
+    translog.append_policy(files.log, kind="policy-sign", tree=load_config(root).name, version=pol.version,
+                           policy_sha256=pol.sha256, signer=sig.primary,
+                           signature_sha256=canon.sha256_bytes(signature), now=datetime.now(timezone.utc))
     return sig.primary, path
+
+
+def unpinned_keys(files: policy_mod.TrustFiles, pol: policy_mod.Policy, current_only: bool = False) -> list[str]:
+    """Keys of ``pol`` whose pinned key file is not in the tree.  For the
+    policy being replaced, the pinned copy may be anywhere verifiers look
+    (key-history/ too): they need it to check this rotation forever after.
+    For the new policy it must be the role's current file."""
+    out = []
+    for role in pol.roles.values():
+        for fpr in role.keys:
+            digest = role.digests[fpr]
+            if current_only:
+                p = files.key_file(role.name, fpr)
+                ok = (p.exists() and not p.is_symlink()
+                      and canon.sha256_bytes(read_regular(p, limit=policy_mod.MAX_KEY_FILE, error=SignError,
+                                                          what="key file")) == digest)
+                if not ok:
+                    out.append(f"{p} is missing or its sha256 is not the {digest} the new policy pins")
+            elif policy_mod.find_pinned_key(files, fpr, digest) is None:
+                out.append(f"the key file of {fpr} pinned by policy version {pol.version} (sha256 {digest}) is "
+                           f"gone; keep it as {files.key_history / (digest + '.asc')} (e.g. from git history)")
+    return out
 
 
 def previous_policy(files: policy_mod.TrustFiles, version: int) -> policy_mod.Policy:
@@ -398,9 +442,19 @@ def rotate_policy(root: Path, new_policy: Path) -> policy_mod.Policy:
     if new.version != cur.version + 1:
         raise SignError(f"is version {new.version}; the next version after {cur.version} must be "
                         f"{cur.version + 1}", file=new_policy, field="version")
+    problems = unpinned_keys(files, cur) + unpinned_keys(files, new, current_only=True)
+    if problems:
+        raise SignError("cannot rotate: " + "; ".join(problems), file=new_policy)
     hist = files.old_policy(cur.version)
-    if hist.exists() and hist.read_bytes() != cur.data:
+    if (hist.exists() or hist.is_symlink()) and read_regular(hist, limit=DEFINITION_LIMIT, error=SignError,
+                                                             what="policy") != cur.data:
         raise SignError("already holds a different policy of that version", file=hist)
+    # A broken log is refused before anything changes, as in sign.
+    translog.replay(translog.read(files.log), files.log)
     canon.atomic_write(hist, cur.data)
     canon.atomic_write(files.policy, new.data)
-    return policy_mod.load(files.policy)
+    installed = policy_mod.load(files.policy)
+    translog.append_policy(files.log, kind="policy-rotate", tree=load_config(root).name,
+                           version=installed.version, policy_sha256=installed.sha256,
+                           now=datetime.now(timezone.utc))
+    return installed

@@ -22,8 +22,18 @@ from .safeio import JSON_LIMIT, loads_json, read_regular
 LOG_LIMIT = JSON_LIMIT
 
 GENESIS = "0" * 64
+# A signing of the manifest: the original entry, without a "kind" field.
 FIELDS = ("hash", "manifest_sha256", "prev", "seq", "serial", "signature_sha256", "signer", "time", "tree")
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+# Policy events carry their kind.  A rotation installs a new version; an
+# approval is one old maintainer's signature over it.
+KIND_FIELDS = {
+    "policy-rotate": ("hash", "kind", "policy_sha256", "policy_version", "prev", "seq", "time", "tree"),
+    "policy-sign": ("hash", "kind", "policy_sha256", "policy_version", "prev", "seq", "signature_sha256",
+                    "signer", "time", "tree"),
+}
+_INTS = ("seq", "serial", "policy_version")
+_HEXES = ("hash", "manifest_sha256", "prev", "signature_sha256", "policy_sha256")
+_HEXES_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 
 
@@ -69,13 +79,17 @@ def _parse_line(line: bytes, path: Path, lineno: int) -> dict:
         e = loads_json(line.decode("utf-8"), file=path, error=LogError)
     except (UnicodeDecodeError, LogError):
         raise LogError("not a JSON object", file=path, field=where) from None
-    if not isinstance(e, dict) or tuple(sorted(e)) != FIELDS:
-        raise LogError(f"expected exactly the fields {', '.join(FIELDS)}", file=path, field=where)
-    ok = (isinstance(e["seq"], int) and not isinstance(e["seq"], bool)
-          and isinstance(e["serial"], int) and not isinstance(e["serial"], bool)
-          and all(isinstance(e[k], str) and _HEX64.match(e[k])
-                  for k in ("hash", "manifest_sha256", "prev", "signature_sha256"))
-          and isinstance(e["signer"], str) and is_fingerprint(e["signer"])
+    if not isinstance(e, dict):
+        raise LogError("not a JSON object", file=path, field=where)
+    kind = e.get("kind")
+    expected = FIELDS if kind is None else KIND_FIELDS.get(kind) if isinstance(kind, str) else None
+    if expected is None:
+        raise LogError(f"unknown kind {kind!r:.40} (known: {', '.join(KIND_FIELDS)})", file=path, field=where)
+    if tuple(sorted(e)) != expected:
+        raise LogError(f"expected exactly the fields {', '.join(expected)}", file=path, field=where)
+    ok = (all(isinstance(e[k], int) and not isinstance(e[k], bool) for k in _INTS if k in e)
+          and all(isinstance(e[k], str) and _HEXES_RE.match(e[k]) for k in _HEXES if k in e)
+          and ("signer" not in e or (isinstance(e["signer"], str) and is_fingerprint(e["signer"])))
           and isinstance(e["time"], str) and _TIME.match(e["time"]) and isinstance(e["tree"], str))
     if not ok:
         raise LogError("a field has the wrong type or form", file=path, field=where)
@@ -120,12 +134,27 @@ def check_extends(entries: list[dict], known: Head, path: Path | str = "log") ->
 def append(path: Path, *, tree: str, serial: int, manifest_sha256: str, signer: str,
            signature_sha256: str, now: datetime) -> dict:
     """Append one signing to the log (refusing to extend a broken chain)."""
+    return _append(path, now, {"tree": tree, "serial": serial, "manifest_sha256": manifest_sha256,
+                               "signer": signer, "signature_sha256": signature_sha256})
+
+
+def append_policy(path: Path, *, kind: str, tree: str, version: int, policy_sha256: str, now: datetime,
+                  signer: str | None = None, signature_sha256: str | None = None) -> dict:
+    """Append a policy event: ``policy-rotate`` (a new version installed)
+    or ``policy-sign`` (an approval of it by ``signer``)."""
+    fields: dict = {"kind": kind, "tree": tree, "policy_version": version, "policy_sha256": policy_sha256}
+    if kind == "policy-sign":
+        fields.update(signer=signer, signature_sha256=signature_sha256)
+    return _append(path, now, fields)
+
+
+def _append(path: Path, now: datetime, fields: dict) -> dict:
     entries = read(path)
     head = replay(entries, path)
-    entry = {"seq": head.seq + 1, "time": timestamp(now), "tree": tree, "serial": serial,
-             "manifest_sha256": manifest_sha256, "signer": signer,
-             "signature_sha256": signature_sha256, "prev": head.hash}
+    entry = {"seq": head.seq + 1, "time": timestamp(now), **fields, "prev": head.hash}
     entry["hash"] = entry_hash(entry)
+    if tuple(sorted(entry)) != (KIND_FIELDS[entry["kind"]] if "kind" in entry else FIELDS):
+        raise LogError(f"internal: entry fields {sorted(entry)}", file=path)
     # Every line was checked to be canonical, so this rewrites the old bytes
     # exactly and adds one line.
     canon.atomic_write(path, b"".join(canon.dumps(e) + b"\n" for e in entries + [entry]))
@@ -134,7 +163,9 @@ def append(path: Path, *, tree: str, serial: int, manifest_sha256: str, signer: 
 
 def find(entries: list[dict], *, signer: str, signature_sha256: str, manifest_sha256: str) -> dict | None:
     for e in entries:
-        if (e["signer"] == signer and e["signature_sha256"] == signature_sha256
+        # Only signings of the manifest: a policy approval by the same key
+        # is not a signature of the manifest.
+        if ("kind" not in e and e["signer"] == signer and e["signature_sha256"] == signature_sha256
                 and e["manifest_sha256"] == manifest_sha256):
             return e
     return None

@@ -9,29 +9,32 @@ fingerprint, recorded in the transparency log.  Counting is by distinct
 primary fingerprint, so a person signing twice, or with a subkey and the
 primary, is one person.
 
-The only state is this machine's memory of what it accepted before (under
-$XDG_STATE_HOME/quorum/): the highest serial, the policy version and the log
-head, which is what turns "valid" into "not rolled back".
+The only state is this machine's memory (trustroot.py): the pinned trust
+root the tree is known by, and the highest serial, the policy version and
+the log head accepted under it, which is what turns "valid" into "not
+rolled back".
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from . import canon, manifest as manifest_mod, policy as policy_mod, translog
 from .errors import QuorumError
-from .gpg import Home, is_fingerprint
+from .gpg import HASH_NAMES, Home, is_fingerprint
 from .manifest import Manifest, ManifestError
 from .model import NAME_RE
-from .safeio import JSON_LIMIT, loads_json, read_regular
+from .safeio import JSON_LIMIT, read_regular
 from .tree import load_config
+from .trustroot import Root, State, default_state_dir, find_root
 
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A detached signature is a few hundred bytes; anything huge is not one.
 MAX_SIGNATURE = 64 * 1024
-STATE_FORMAT = "quorum.state/1"
+# How far a signature's date may be ahead of this machine's clock: clocks
+# drift, but not by more than this on a machine that keeps time.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 
 
 class VerifyError(QuorumError):
@@ -68,24 +71,31 @@ class Checked:
     """One signature file and what became of it."""
     file: Path
     sha256: str = ""
-    fingerprint: str | None = None     # the signer's primary key, when the signature is good
+    fingerprint: str | None = None     # the signer's primary key, as far as GnuPG could tell
     uid: str = ""
     problem: str | None = None         # why it does not count (None: it counts)
+    created: int | None = None         # the signature's own date (seconds since 1970)
+    hash_algo: str | None = None       # e.g. "SHA512"
+    subkey: str | None = None          # the subkey that made it, when not the primary
 
     def to_json(self) -> dict:
         return {"file": self.file.name, "sha256": self.sha256, "fingerprint": self.fingerprint,
-                "uid": self.uid, "counted": self.problem is None, "problem": self.problem}
+                "uid": self.uid, "counted": self.problem is None, "problem": self.problem,
+                "created": _utc(self.created) if self.created is not None else None,
+                "hash_algo": self.hash_algo, "subkey": self.subkey}
 
 
-def check_signature_dir(home: Home, d: Path, data: bytes) -> list[Checked]:
+def check_signature_dir(home: Home, d: Path, data: bytes, now: datetime | None = None) -> list[Checked]:
     """Check every file in ``d`` as a signature over ``data`` in ``home``
     (which holds the anchors and nothing else)."""
     if not d.is_dir():
         return []
-    return [check_signature_file(home, p, data) for p in sorted(d.iterdir()) if not p.name.startswith(".")]
+    now = now or datetime.now(timezone.utc)
+    return [check_signature_file(home, p, data, now) for p in sorted(d.iterdir()) if not p.name.startswith(".")]
 
 
-def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
+def check_signature_file(home: Home, p: Path, data: bytes, now: datetime | None = None) -> Checked:
+    now = now or datetime.now(timezone.utc)
     c = Checked(file=p)
     if p.is_symlink() or not p.is_file():
         c.problem = "not a regular file"
@@ -103,18 +113,34 @@ def check_signature_file(home: Home, p: Path, data: bytes) -> Checked:
     else:
         v = home.verify_detached(raw, data)
         c.problem = v.problem()
+        if len(v.signatures) == 1:
+            # Said even when it does not count: "by whom, when, how" is what
+            # a person needs to find out why.
+            s = v.signatures[0]
+            c.fingerprint = s.primary or s.fingerprint
+            c.uid = s.uid or ""
+            c.created = s.created
+            c.hash_algo = HASH_NAMES.get(s.hash_algo or "", s.hash_algo)
+            c.subkey = s.fingerprint if s.primary and s.fingerprint != s.primary else None
         if c.problem is None:
             s = v.signatures[0]
-            c.uid = s.uid or ""
             # The file name is the signer's claim; a copy of Alice's
             # signature under Bob's name must not pass for Bob's.
             if s.primary != p.stem:
                 c.problem = f"made by {s.primary}, but the file is named for {p.stem}"
             elif s.sig_class != "00":
                 c.problem = f"not a binary-document signature (class {s.sig_class})"
-            else:
-                c.fingerprint = s.primary
+            elif s.created is not None and s.created > (now + MAX_CLOCK_SKEW).timestamp():
+                # A date in the future is a clock that lies or a signature
+                # made to outlive a revocation or expiry that comes before
+                # its date; either way it cannot be placed in time.
+                c.problem = (f"dated {_utc(s.created)}, in the future (more than "
+                             f"{int(MAX_CLOCK_SKEW.total_seconds()) // 60} minutes ahead of this machine's clock)")
     return c
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime(EXPIRES_FORMAT)
 
 
 # --- counting per role -----------------------------------------------------------------------
@@ -124,13 +150,21 @@ class RoleVerdict:
     name: str
     threshold: int
     signers: list[tuple[str, str]]       # (fingerprint, name)
+    # False when the policy that defines this role is not approved (its
+    # rotation chain failed): then no count of its signers is "ok".
+    policy_trusted: bool = True
+
+    @property
+    def met(self) -> bool:
+        return len(self.signers) >= self.threshold
 
     @property
     def ok(self) -> bool:
-        return len(self.signers) >= self.threshold
+        return self.policy_trusted and self.met
 
     def to_json(self) -> dict:
         return {"role": self.name, "threshold": self.threshold, "count": len(self.signers), "ok": self.ok,
+                "policy_trusted": self.policy_trusted,
                 "signers": [{"fingerprint": f, "name": n} for f, n in self.signers]}
 
 
@@ -143,51 +177,6 @@ def tally(policy: policy_mod.Policy, checked: list[Checked]) -> list[RoleVerdict
     return [RoleVerdict(name=r.name, threshold=r.threshold,
                         signers=[(f, good[f]) for f in sorted(good) if f in r.keys])
             for r in policy.roles.values()]
-
-
-# --- this machine's memory ----------------------------------------------------------------------
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "quorum"
-
-
-@dataclass
-class State:
-    """What this machine accepted last for one tree."""
-    serial: int = 0
-    manifest_sha256: str | None = None
-    policy_version: int | None = None
-    policy_sha256: str | None = None
-    log: translog.Head = field(default_factory=lambda: translog.Head(0, translog.GENESIS))
-
-    @staticmethod
-    def path(state_dir: Path, tree: str) -> Path:
-        return state_dir / "accepted" / f"{tree}.json"
-
-    @classmethod
-    def load(cls, state_dir: Path, tree: str) -> "State":
-        p = cls.path(state_dir, tree)
-        if not p.exists() and not p.is_symlink():
-            return cls()
-        try:
-            doc = loads_json(read_regular(p, limit=JSON_LIMIT, error=VerifyError, what="state file"),
-                             file=p, error=VerifyError)
-        except VerifyError as e:
-            raise VerifyError(f"unreadable ({e.message}); remove it to start over (this forgets what "
-                              "was accepted)", file=p) from None
-        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-            raise VerifyError(f"not a {STATE_FORMAT} file", file=p)
-        log = doc.get("log") or {}
-        return cls(serial=int(doc.get("serial") or 0), manifest_sha256=doc.get("manifest_sha256"),
-                   policy_version=doc.get("policy_version"), policy_sha256=doc.get("policy_sha256"),
-                   log=translog.Head(int(log.get("seq", 0)), str(log.get("hash", translog.GENESIS))))
-
-    def save(self, state_dir: Path, tree: str) -> None:
-        doc = {"format": STATE_FORMAT, "tree": tree, "serial": self.serial,
-               "manifest_sha256": self.manifest_sha256, "policy_version": self.policy_version,
-               "policy_sha256": self.policy_sha256, "log": {"seq": self.log.seq, "hash": self.log.hash}}
-        canon.atomic_write(self.path(state_dir, tree), canon.dumps_pretty(doc), mode=0o600)
 
 
 # --- policy rotation -------------------------------------------------------------------------------
@@ -206,46 +195,37 @@ class Rotation:
         return len(self.signers) >= self.threshold
 
 
-def policy_at(files: policy_mod.TrustFiles, current: policy_mod.Policy, version: int) -> policy_mod.Policy:
-    if version == current.version:
-        return current
-    path = files.old_policy(version)
-    if not path.is_file():
-        raise VerifyError(f"missing: policy version {version} is needed to check the rotation chain up to "
-                          f"version {current.version} (keep every old policy; 'quorum policy rotate' does)",
-                          file=path)
-    old = policy_mod.load(path)
-    if old.version != version:
-        raise VerifyError(f"says version {old.version}, but is stored as version {version}", file=path,
-                          field="version")
-    return old
+# The version-n policy of a tree (kept here under its old name for callers).
+policy_at = policy_mod.policy_at
 
 
-def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy) -> Rotation:
+def check_rotation(files: policy_mod.TrustFiles, old: policy_mod.Policy, new: policy_mod.Policy,
+                   now: datetime | None = None) -> Rotation:
     """Is ``new`` signed by a threshold of ``old``'s rotation role?  Checked
     in a home holding only those keys, so nobody else's signature can count."""
     role = old.roles[old.rotation_role]
     missing = []
     with Home.temporary() as h:
         for fpr in role.keys:
-            p = policy_mod.find_key_file(files, fpr)
+            p = policy_mod.find_pinned_key(files, fpr, role.digests[fpr])
             if p is None:
                 missing.append(fpr)
                 continue
-            policy_mod.check_key_file(h, p, fpr)
-            h.import_keys(p.read_bytes())
-        checked = check_signature_dir(h, files.policy_signatures(new.version), new.data)
+            policy_mod.import_anchor(h, p, fpr, role.digests[fpr])
+        checked = check_signature_dir(h, files.policy_signatures(new.version), new.data, now)
     signers = sorted({c.fingerprint for c in checked if c.problem is None and c.fingerprint in role.keys})
     return Rotation(version=new.version, threshold=role.threshold, role=role.name, signers=signers,
                     checked=checked, missing_keys=missing)
 
 
-def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, state: State,
-                       accept_policy: bool = False) -> tuple[list[str], list[str], list[Rotation]]:
+def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy, root: Root,
+                       accept_policy: bool = False,
+                       now: datetime | None = None) -> tuple[list[str], list[str], list[Rotation]]:
     """-> (problems, notes, rotations checked).  From the version this
-    machine accepted last (else version 1, trusted on first use) up to the
+    machine accepted last (else the pinned root's version) up to the
     current one, each version must be signed by a threshold of the rotation
     role of the version before it."""
+    state = root.state
     problems: list[str] = []
     notes: list[str] = []
     if accept_policy:
@@ -253,8 +233,10 @@ def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy,
         return problems, notes, []
     known = state.policy_version
     if known is None:
-        start = 1
-        notes.append("first use of this tree's policy on this machine: version 1 is trusted as found")
+        start = root.version
+        if root.source == "first use":
+            notes.append(f"first use of this tree on this machine: policy version {root.version} "
+                         f"(sha256:{root.digest}) is trusted as found (--trust-on-first-use)")
     elif current.version < known:
         return [f"policy version {current.version} is older than version {known} accepted before "
                 "(a policy rollback)"], notes, []
@@ -266,10 +248,11 @@ def check_policy_chain(files: policy_mod.TrustFiles, current: policy_mod.Policy,
                     "(the policy history was rewritten; --accept-policy to trust it anyway)"], notes, []
     rotations = []
     for n in range(start + 1, current.version + 1):
-        rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n))
+        rot = check_rotation(files, policy_at(files, current, n - 1), policy_at(files, current, n), now)
         rotations.append(rot)
-        notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) under manifests/keys/: "
-                  f"its approval of version {n} cannot be checked" for f in rot.missing_keys]
+        notes += [f"no key file for {f} ({rot.role} of policy version {n - 1}) with the sha256 that version "
+                  f"pins, under manifests/keys/ or manifests/key-history/: its approval of version {n} "
+                  "cannot be checked" for f in rot.missing_keys]
         if not rot.ok:
             problems.append(f"policy version {n} is signed by {len(rot.signers)} {rot.role}(s) of version "
                             f"{n - 1}; {rot.threshold} needed")
@@ -292,13 +275,14 @@ class Report:
     problems: list[str] = field(default_factory=list)     # refusals whatever the counts
     notes: list[str] = field(default_factory=list)
     rotations: list[Rotation] = field(default_factory=list)
+    root: Root | None = None       # where this machine's trust in the tree starts
 
     @property
     def ok(self) -> bool:
         return not self.problems and bool(self.roles) and all(r.ok for r in self.roles)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "tree": self.tree, "commit": self.commit, "serial": self.serial,
+        return {"ok": self.ok, "tree": self.tree, "root": self.root.to_json() if self.root else None, "commit": self.commit, "serial": self.serial,
                 "expires": self.expires, "manifest_sha256": self.manifest_sha256,
                 "policy_version": self.policy_version, "roles": [r.to_json() for r in self.roles],
                 "signatures": [c.to_json() for c in self.signatures], "problems": self.problems,
@@ -308,7 +292,8 @@ class Report:
 
 
 def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = None,
-           accept_serial: int | None = None, accept_policy: bool = False, record: bool = True) -> Report:
+           accept_serial: int | None = None, accept_policy: bool = False, record: bool = True,
+           pinned_root: str | None = None, trust_on_first_use: bool = False) -> Report:
     root = Path(root)
     now = now or datetime.now(timezone.utc)
     state_dir = state_dir or default_state_dir()
@@ -319,6 +304,7 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         # The manifest, signatures and log are mid-change on this machine.
         raise VerifyError("an interrupted 'quorum sign' left its journal here: run 'quorum sign' again to "
                           "finish it, then verify", file=journal)
+    files.refuse_linked_folders()
     man, data = load_manifest(files.manifest)
     # Before the tree name is used as a file name, and so that a manifest
     # moved here from another tree is not taken for this one.
@@ -326,19 +312,22 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         raise VerifyError(f"is for tree {man.tree!r}, but this tree is {config.name!r}", file=files.manifest,
                           field="tree.name")
     pol = policy_mod.load(files.policy)
-    state = State.load(state_dir, man.tree)
+    # The tree is known by its trust root, not by the name it gives itself.
+    trust = find_root(state_dir, files, pol, pinned=pinned_root, trust_on_first_use=trust_on_first_use,
+                      tree=man.tree)
+    state = trust.state
     report = Report(tree=man.tree, commit=man.commit, serial=man.serial, expires=man.expires,
-                    manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version)
+                    manifest_sha256=canon.sha256_bytes(data), policy_version=pol.version, root=trust)
     report.problems += _freshness(man, now, files.manifest)
     report.problems += _rollback(man, report.manifest_sha256, state, accept_serial)
-    problems, notes, report.rotations = check_policy_chain(files, pol, state, accept_policy)
+    problems, notes, report.rotations = check_policy_chain(files, pol, trust, accept_policy, now)
     report.problems += problems
     report.notes += notes
     report.notes += [f"{p} is not listed in the policy and is ignored" for p in policy_mod.unlisted_key_files(files, pol)]
     entries, head = _read_log(files, state, accept_serial, report)
     with Home.temporary() as home:
-        policy_mod.import_anchors(home, files, pol)
-        report.signatures = check_signature_dir(home, files.signatures, data)
+        anchors = policy_mod.import_anchors(home, files, pol)
+        report.signatures = check_signature_dir(home, files.signatures, data, now)
     for c in report.signatures:
         if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
                                                manifest_sha256=report.manifest_sha256) is None:
@@ -346,9 +335,20 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
     report.roles = tally(pol, report.signatures)
+    if problems:
+        for r in report.roles:
+            r.policy_trusted = False
+    for fpr, key in sorted(anchors.items()):
+        status = policy_mod.key_status(key)
+        if status:
+            # Reported, not fatal: the other anchors may still meet the
+            # thresholds, and a maintainer's key expiring must not stop
+            # every user's verification.
+            report.notes.append(f"anchor {key.name} {fpr} ({', '.join(pol.roles_of(fpr))}) is {status}: "
+                                "its signatures do not count")
     if report.ok and record:
-        State(serial=man.serial, manifest_sha256=report.manifest_sha256, policy_version=pol.version,
-              policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
+        State(root=trust.digest, serial=man.serial, manifest_sha256=report.manifest_sha256,
+              policy_version=pol.version, policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
     return report
 
 

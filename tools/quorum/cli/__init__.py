@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         # The message may quote a definition's values or a file name:
         # escaped, so a planted escape sequence cannot rewrite the screen.
         print(f"quorum: error: {printable(str(e))}", file=sys.stderr)
+        _json_error(args, str(e), e.exit_code, file=e.file, field=e.field)
         return e.exit_code
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
@@ -128,8 +129,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg, code = describe_unexpected(e)
         print(f"quorum: error: {printable(msg)}", file=sys.stderr)
+        _json_error(args, msg, code)
         return code
     return int(rc or 0)
+
+
+def _json_error(args, message: str, code: int, *, file: str | None = None, field: str | None = None) -> None:
+    """With --json, an error is a JSON object on stdout too: a script that
+    parses stdout must not get an empty string (and then a parse error of
+    its own) exactly when something went wrong."""
+    if getattr(args, "json", False):
+        import json
+        print(json.dumps({"ok": False, "error": message, "exit_code": code, "file": file, "field": field},
+                         sort_keys=True))
 
 
 class Terminated(BaseException):

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 from .lazy import lazy
+from ..text import printable
 from .ui import table
 
 signlib = lazy("quorum.sign")
 verifylib = lazy("quorum.verify")
 policymod = lazy("quorum.policy")
+trustroot = lazy("quorum.trustroot")
+translog = lazy("quorum.translog")
 
 
 def register(sub, parent) -> None:
@@ -48,15 +51,46 @@ def register(sub, parent) -> None:
                     "this machine accepted before ($XDG_STATE_HOME/quorum/); the transparency log must be an "
                     "unbroken chain holding every counted signature; a changed policy must be signed by a "
                     "threshold of the previous version's rotation role.",
-        epilog="exit status: 0 the policy is satisfied, 1 it is not (or a file is malformed)")
+        epilog="A first use needs a pinned root ('quorum trust pin DIGEST' or --root DIGEST) or an explicit "
+               "--trust-on-first-use; the tree is remembered by that root, not by its name.\n"
+               "exit status: 0 the policy is satisfied, 1 it is not, 3 a file or argument is malformed")
     p.add_argument("--accept-serial", type=int, default=None, metavar="N",
                    help="forget the remembered serial and log head and accept serial N or higher (a deliberate "
                         "reset, e.g. after a withdrawn release)")
     p.add_argument("--accept-policy", action="store_true",
                    help="trust the current policy without checking its rotation chain (a deliberate reset)")
+    p.add_argument("--root", default=None, metavar="DIGEST",
+                   help="the trust root to start from on first use: a policy version's sha256 (sha256:HEX), "
+                        "published by the project and checked by you out of band (like 'quorum trust pin')")
+    p.add_argument("--trust-on-first-use", action="store_true",
+                   help="on a machine that trusts no root for this tree yet, trust its policy version 1 as found")
     p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                    help="where accepted serials are remembered (default $XDG_STATE_HOME/quorum)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "log", parents=[parent], help="print the transparency log: signings and policy rotations",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read manifests/log.jsonl, check its hash chain, and print every entry: manifest "
+                    "signings, policy rotations and their approvals (docs/spec/log.md).",
+        epilog="exit status: 0 the chain is whole, 1 it is broken or malformed")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("trust", parents=[parent], help="pin the trust root of a tree (pin)")
+    tsub = p.add_subparsers(dest="trust_verb", metavar="ACTION")
+    tp = tsub.add_parser("pin", parents=[parent], help="trust a tree from the policy with this digest on",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Remember DIGEST (the sha256 of one of a tree's policy versions, as the "
+                                     "project publishes it and 'quorum verify' prints it) as a trust root: "
+                                     "'quorum verify' then accepts a tree holding that policy version and "
+                                     "checks every rotation after it.  Get the digest from the project "
+                                     "through another channel than the repository itself.",
+                         epilog="example:\n  quorum trust pin sha256:3f1c…   then: quorum verify")
+    tp.add_argument("digest", metavar="DIGEST", help="sha256:<64 hex digits>")
+    tp.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                    help="where trust roots are remembered (default $XDG_STATE_HOME/quorum)")
+    tp.set_defaults(func=cmd_trust_pin)
+    p.set_defaults(func=lambda args: (p.print_help(), 3)[1])
 
     p = sub.add_parser("policy", parents=[parent], help="rotate the trust policy (rotate, sign)")
     psub = p.add_subparsers(dest="policy_verb", metavar="ACTION")
@@ -98,7 +132,8 @@ def cmd_sign(args) -> int:
 
 def cmd_verify(args) -> int:
     report = verifylib.verify(args.tree, state_dir=args.state_dir, accept_serial=args.accept_serial,
-                              accept_policy=args.accept_policy)
+                              accept_policy=args.accept_policy, pinned_root=args.root,
+                              trust_on_first_use=args.trust_on_first_use)
     if args.json:
         print(json.dumps(report.to_json(), sort_keys=True))
     else:
@@ -109,11 +144,15 @@ def cmd_verify(args) -> int:
 def render(report: verifylib.Report) -> str:
     lines = [f"tree {report.tree}  commit {report.commit or '-'}  serial {report.serial}  "
              f"expires {report.expires or '-'}  policy v{report.policy_version}",
-             f"manifest sha256:{report.manifest_sha256}", ""]
+             f"manifest sha256:{report.manifest_sha256}"]
+    if report.root:
+        lines.append(f"root sha256:{report.root.digest}  (policy v{report.root.version}, {report.root.source})")
+    lines.append("")
     rows = []
     for r in report.roles:
         who = "\n".join(f"{n or '?'}  {f}" for f, n in r.signers) or "-"
-        verdict = f"{'ok' if r.ok else 'NOT MET'} ({len(r.signers)}/{r.threshold})"
+        word = "ok" if r.ok else ("NOT MET" if r.policy_trusted else "POLICY NOT APPROVED")
+        verdict = f"{word} ({len(r.signers)}/{r.threshold})"
         rows.append([r.name, str(r.threshold), who, verdict])
     lines.append(table(rows, ["role", "threshold", "signed by (name, fingerprint)", "verdict"]))
     uncounted = [c for c in report.signatures if c.problem]
@@ -124,7 +163,43 @@ def render(report: verifylib.Report) -> str:
     if report.problems:
         lines += [""] + [f"REFUSED: {p}" for p in report.problems]
     lines += ["", "verdict: " + ("ACCEPTED (the policy is satisfied)" if report.ok else "REFUSED")]
-    return "\n".join(lines)
+    # User ids and file names come from the tree (an attacker's key may be
+    # named "\x1b[2J…"): each line is made safe for the terminal.
+    return "\n".join(printable(line) for ln in lines for line in ln.split("\n"))
+
+
+def cmd_log(args) -> int:
+    files = policymod.TrustFiles(args.tree)
+    entries = translog.read(files.log)
+    head = translog.replay(entries, files.log)
+    if args.json:
+        print(json.dumps({"ok": True, "entries": entries, "head": {"seq": head.seq, "hash": head.hash}},
+                         sort_keys=True))
+        return 0
+    # The tree name in an entry is whatever the log's writer put there.
+    rows = [[printable(c) for c in (str(e["seq"]), e["time"], *_log_event(e), e.get("signer", "-"))]
+            for e in entries]
+    print(table(rows, ["seq", "time (UTC)", "event", "what", "by"]))
+    print(f"\n{head.seq} entries; chain whole; head {head.hash}")
+    return 0
+
+
+def _log_event(e: dict) -> tuple[str, str]:
+    kind = e.get("kind")
+    if kind == "policy-rotate":
+        return "policy rotated", f"version {e['policy_version']} sha256:{e['policy_sha256'][:16]}…"
+    if kind == "policy-sign":
+        return "policy approved", f"version {e['policy_version']} sha256:{e['policy_sha256'][:16]}…"
+    return "manifest signed", f"{e['tree']} serial {e['serial']} sha256:{e['manifest_sha256'][:16]}…"
+
+
+def cmd_trust_pin(args) -> int:
+    path, new = trustroot.pin(args.state_dir or trustroot.default_state_dir(), args.digest)
+    if args.json:
+        print(json.dumps({"ok": True, "state": str(path), "new": new}, sort_keys=True))
+    else:
+        print(f"{'pinned' if new else 'already trusted'}: {path}")
+    return 0
 
 
 def cmd_policy_rotate(args) -> int:
