@@ -176,7 +176,7 @@ def test_subkey_signer_and_a_namespace_without_a_host(tmp_path_factory, registry
     signlib.sign(root, user=keyring.home, key=keyring["erin"].sub + "!", release=True, commit=COMMIT)
     entry = manifest_mod.parse(TrustFiles(root).manifest.read_bytes()).entries["hello"]
     push = skopeo("--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false",
-                  f"oci:{root / 'out' / 'hello'}:1.0", f"docker://{registry}/{NAMESPACE}/hello:erin")
+                  f"oci:{root / 'out' / 'hello'}:{NAMESPACE}/hello:1.0", f"docker://{registry}/{NAMESPACE}/hello:erin")
     assert push.returncode == 0, push.stderr
     regd = tmp_path / "registries.d"
     regd.mkdir()
