@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Leave now: a worker thread still finishing must not keep the
+        # process (and so the lock it holds) alive; whatever it staged is
+        # removed by the next holder of the lock.
+        os._exit(130)
     return int(rc or 0)
 
 
