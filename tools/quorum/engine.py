@@ -154,18 +154,31 @@ class Engine:
         image a container uses stays), no parent pruning."""
         import docker.errors
         removed = 0
-        current = image_id
         try:
-            while current:
-                info = self.api.inspect_image(current)
-                if owner not in _made_by(info):
-                    break
-                self.api.remove_image(current, force=False, noprune=True)
+            for img in self.owned_chain(image_id, owner):
+                self.api.remove_image(img, force=False, noprune=True)
                 removed += 1
-                current = info.get("Parent") or ""
-        except (docker.errors.APIError,) + _transport_errors():
+        except (docker.errors.APIError, EngineError) + _transport_errors():
             pass   # gone already, in use, or the engine is away: prune later
         return removed
+
+    def owned_chain(self, image_id: str, owner: str) -> list[str]:
+        """``image_id`` and its parents up to the first that ``owner`` did
+        not make, child first (the order they can be removed in)."""
+        chain = []
+        current = image_id
+        while current:
+            info = self._call(f"inspecting {current}", self.api.inspect_image, current)
+            if not _made_by(info, owner):
+                break
+            chain.append(info["Id"])
+            current = info.get("Parent") or ""
+        return chain
+
+    def labelled_images(self) -> list[tuple[str, str]]:
+        """(image ID, owner token) of every image a quorum build ended on."""
+        imgs = self._call("listing images", self.api.images, all=True, filters={"label": OWNER_LABEL})
+        return [(i["Id"], (i.get("Labels") or {}).get(OWNER_LABEL, "")) for i in imgs]
 
     def save(self, image_id: str, dst: BinaryIO) -> None:
         """Stream `docker save` of one image into ``dst``."""
@@ -330,10 +343,14 @@ def owner_alive(token: str) -> bool:
     return True
 
 
-def _made_by(info: dict) -> str:
-    """The instruction that made an image, as text (classic builder)."""
-    cfg = info.get("ContainerConfig") or {}
-    return json.dumps(cfg.get("Cmd") or [])
+def _made_by(info: dict, owner: str) -> bool:
+    """Whether the instruction that made an image (classic builder: the
+    image's ContainerConfig.Cmd, e.g. "LABEL org.quorum.build=TOKEN" or
+    "QUORUM_TEST_RUN=TOKEN" before a RUN) carries exactly ``owner``, not a
+    longer token it is the start of (package "a" vs "ab")."""
+    cmd = (info.get("ContainerConfig") or {}).get("Cmd") or []
+    exact = re.compile(r"=" + re.escape(owner) + r"(?![^\s\"'])")
+    return any(exact.search(part) for part in cmd if isinstance(part, str))
 
 
 @functools.cache
