@@ -66,7 +66,7 @@ class Engine:
         self._client = None
         # In-flight build responses, so an interrupt can cut them: the engine
         # cancels a build (and kills its container) when its client goes.
-        self._streams: set = set()
+        self._streams: dict = {}     # build stream -> its running step's container, if any
         self._streams_lock = threading.Lock()
         self.cancelled = threading.Event()
 
@@ -246,6 +246,9 @@ class Engine:
                         # The engine colours a step's stderr; a log file
                         # wants the text only.
                         line = _ANSI.sub("", line)
+                        m = _RUNNING_IN.match(line)
+                        if m:
+                            self._track(stream, True, m.group(1))
                         if line.strip():
                             on_line(line)
                 if "aux" in chunk and "ID" in chunk["aux"]:
@@ -285,9 +288,12 @@ class Engine:
             return False
 
     # --- interrupts -------------------------------------------------------
-    def _track(self, stream, add: bool) -> None:
+    def _track(self, stream, add: bool, container: str | None = None) -> None:
         with self._streams_lock:
-            (self._streams.add if add else self._streams.discard)(stream)
+            if add:
+                self._streams[stream] = container
+            else:
+                self._streams.pop(stream, None)
 
     def cancel_builds(self) -> None:
         """Cut every running build's connection.  The engine then cancels
@@ -295,13 +301,20 @@ class Engine:
         and raises Cancelled.  No build starts after this."""
         self.cancelled.set()
         with self._streams_lock:
-            streams = list(self._streams)
-        for stream in streams:
+            streams = list(self._streams.items())
+        for stream, container in streams:
             sock = _stream_socket(stream)
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
+                    pass
+            # The engine does not always notice a client that went away
+            # while a step prints nothing: stop the step's container too.
+            if container:
+                try:
+                    self.api.kill(container)
+                except Exception:   # gone already, or the engine is away: nothing left to stop
                     pass
 
 
@@ -364,6 +377,8 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The classic builder names each RUN step's container in its output.
+_RUNNING_IN = re.compile(r"\s*---> Running in ([0-9a-f]{12,64})\s*$")
 
 
 def _short(e: BaseException) -> str:
