@@ -324,6 +324,9 @@ class StandInEngine:
     def cancel_builds(self) -> None:
         self.cancelled.set()
 
+    def answers(self) -> bool:
+        return True
+
     def build(self, context, *, dockerfile: str = "Containerfile", opts=None, on_line=lambda s: None,
               owner: str | None = None, args: dict | None = None) -> str:
         with tarfile.open(fileobj=context, mode="r:") as tf:

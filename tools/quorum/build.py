@@ -288,6 +288,8 @@ class Builder:
         except EngineError as e:
             if self.engine_cancelled():
                 raise Cancelled() from None
+            if not self.engine.answers():
+                raise       # gone: the first error says what broke, a retry would not
             self.emit({"event": "retry", "name": n, "error": str(e)})
             with self._load_lock:
                 # The engine may have lost what we loaded: check again.
