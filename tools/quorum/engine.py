@@ -75,14 +75,15 @@ class Engine:
         """The endpoint, as a person would pass it to DOCKER_HOST."""
         return self.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_ENDPOINT
 
-    def error(self, e: BaseException, doing: str) -> "EngineError":
-        """One sentence for an engine failure: which engine, what broke, and
-        what to do.  The one place these messages are worded."""
+    def failure(self, what: str) -> EngineError:
+        """One sentence for an engine failure: which engine, what happened,
+        and what to do.  The one place these messages are worded."""
+        return EngineError(f"engine at {self.endpoint} {what}; check it with 'docker info' and rerun")
+
+    def error(self, e: BaseException, doing: str) -> EngineError:
         if isinstance(e, _transport_errors()):
-            return EngineError(f"engine at {self.endpoint} stopped answering while {doing} ({_short(e)}); "
-                               "check it with 'docker info' and rerun")
-        return EngineError(f"engine at {self.endpoint} failed while {doing}: {_short(e)}; "
-                           "check it with 'docker info' and rerun")
+            return self.failure(f"stopped answering while {doing} ({_short(e)})")
+        return self.failure(f"failed while {doing}: {_short(e)}")
 
     # docker-py connects lazily, so a command that never builds (graph, no-op
     # build, verify) never needs an engine.
@@ -257,12 +258,10 @@ class Engine:
                     msg = chunk.get("error", "").strip()
                     on_line(msg)
                     if _ENGINE_STATE.search(msg) or not self.answers():
-                        raise EngineError(f"engine at {self.endpoint} failed during the build: {msg[:300]}; "
-                                          "check it with 'docker info' and rerun")
+                        raise self.failure(f"failed during the build: {msg[:300]}")
                     raise BuildError(msg, package="?")
         except requests.exceptions.ReadTimeout:
-            raise EngineError(f"engine at {self.endpoint} did not answer for {self.timeout}s during the build; "
-                              "check it with 'docker info' and rerun") from None
+            raise self.failure(f"did not answer for {self.timeout}s during the build") from None
         except _transport_errors() + (docker.errors.APIError,) as e:
             if self.cancelled.is_set():
                 raise Cancelled() from None
@@ -275,8 +274,7 @@ class Engine:
         if self.cancelled.is_set():
             raise Cancelled()
         if not image_id:
-            raise EngineError(f"engine at {self.endpoint} finished a build without reporting an image ID; "
-                              "check it with 'docker info' and rerun")
+            raise self.failure("finished a build without reporting an image ID")
         return image_id
 
     def answers(self) -> bool:
