@@ -13,6 +13,7 @@ from conftest import run_quorum
 from quorum import build as buildlib
 from quorum import reproduce as repro
 from quorum.engine import Engine
+from quorum.store import Store
 from quorum.tree import load_tree
 from treeutil import add_package
 
@@ -42,6 +43,13 @@ def test_fixture_tree_reproduces_under_every_variation(fixture_tree, engine):
     assert set(r.applied) >= {"build_path", "timezone", "locale", "umask", "cpus", "environment", "hostname",
                               "clock"}
     assert json.loads((fixture_tree / "out/reproduce/report.json").read_text())["exit_code"] == 0
+    # A second reproduce while one runs stops before touching out/reproduce/.
+    marker = fixture_tree / "out/reproduce/.store/still-here"
+    marker.write_text("x")
+    with Store(fixture_tree / "out/reproduce").lock():
+        p = run_quorum("reproduce", "--tree", str(fixture_tree), "base")
+    assert p.returncode == 3, p.stderr
+    assert str(fixture_tree / "out/reproduce/.quorum/lock") in p.stderr and marker.exists()
 
 
 def test_leaky_package_is_a_mismatch_and_the_diff_names_files_and_lines(fixture_tree, engine):

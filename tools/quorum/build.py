@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import graph as graphmod
 from . import imageref, inputs, manifest, oci, render, seed as seedmod, temps
-from .engine import BuildOptions, Engine
+from .engine import BuildOptions, Cancelled, Engine, new_owner
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache
 from .model import Package, Seed, Tree
@@ -112,6 +112,9 @@ class Result:
 
 
 LOG_TAIL = 25
+# Seconds an interrupted build gives its workers to stop before it returns
+# (the CLI then exits; the lock goes with the process).
+INTERRUPT_GRACE = 1.2
 
 
 class Builder:
@@ -134,6 +137,9 @@ class Builder:
         # engine): ours, or the one reused from.
         self._store_of: dict[str, Store] = {}
         self.gates: dict[str, dict] = {}
+        # Names this run's engine images (see Engine.release): only images
+        # whose making step carries it are ever removed by this run.
+        self.owner = new_owner()
 
     def emit(self, event: dict) -> None:
         with self._emit_lock:
@@ -197,9 +203,13 @@ class Builder:
                     r.status, r.error = "skipped", f"{because} failed"
                     self.emit({"event": "skipped", "name": d, "because": because})
 
-        with self.store.lock():
+        with self.store.lock() as held:
+            # Everything in out/.tmp/ was staged by a holder of this lock,
+            # and a holder keeps it until its last worker stops: so now
+            # its owners are provably gone.
             self.store.clean_tmp()
-            with ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="build") as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="build")
+            try:
                 while ready or running:
                     # Decide everything that can be decided without the
                     # engine first (input hashes, cache hits): a no-op build
@@ -224,7 +234,7 @@ class Builder:
                         self.results[n].status = "running"
                         self.emit({"event": "start", "name": n, "kind": self.results[n].kind,
                                    "input_hash": self.results[n].input_hash})
-                        running[pool.submit(job)] = n
+                        running[pool.submit(self._with_retry, n, job)] = n
                     if not running:
                         break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -249,10 +259,16 @@ class Builder:
                             self.results[n].log_tail = traceback.format_exc().splitlines()[-12:]
                             fail_descendants(n)
                             stop = stop or not self.opt.keep_going
-                for n in order:  # whatever was never started because of a stop
-                    if self.results[n].status == "queued":
-                        self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
-                        self.emit({"event": "skipped", "name": n, "because": "stop"})
+            except KeyboardInterrupt:
+                self._interrupt(pool, running, held)
+                raise
+            finally:
+                if not self.engine_cancelled():
+                    pool.shutdown(wait=True)
+            for n in order:  # whatever was never started because of a stop
+                if self.results[n].status == "queued":
+                    self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
+                    self.emit({"event": "skipped", "name": n, "because": "stop"})
 
             result = Result(nodes=self.results, order=order, gates=self.gates)
             if result.ok:   # every node built or cached, every gate passed
@@ -265,6 +281,43 @@ class Builder:
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
                    "manifest_changed": result.manifest_changed})
         return result
+
+    def _interrupt(self, pool: ThreadPoolExecutor, running: dict[Future, str], held) -> None:
+        """The first Ctrl-C: start nothing more, cut the running engine
+        builds (the engine kills their containers), and give the workers a
+        moment to stop.  The lock stays held until the last worker has
+        stopped (or the process is gone), so no other quorum process can
+        take out/ while one of ours still writes to it.  A second Ctrl-C
+        cuts the wait short."""
+        held.keep_while(list(running))
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.cancel_builds()
+        for n in running.values():
+            self.results[n].status, self.results[n].error = "failed", "interrupted"
+        try:
+            wait(running, timeout=INTERRUPT_GRACE)
+        except KeyboardInterrupt:
+            pass
+
+    def _with_retry(self, n: str, job: Callable[[], None]) -> None:
+        """Run a node's build; when the engine failed (not the package),
+        once more.  A shared engine can lose an image under a build, or
+        hiccup; a second failure is reported as the engine's."""
+        try:
+            job()
+        except EngineError as e:
+            if self.engine_cancelled():
+                raise Cancelled() from None
+            if not self.engine.answers():
+                raise       # gone: the first error says what broke, a retry would not
+            self.emit({"event": "retry", "name": n, "error": str(e)})
+            with self._load_lock:
+                # The engine may have lost what we loaded: check again.
+                self._loaded.clear()
+            job()
+
+    def engine_cancelled(self) -> bool:
+        return self.engine.cancelled.is_set()
 
     def _check_gate(self, gname: str, members: list[str]) -> bool:
         """Compare the gate's artifacts; record the verdict for the manifest.
@@ -425,13 +478,21 @@ class Builder:
                 with open(ctx, "wb") as f:
                     render.write_context(f, pkg, rendered, sources, epoch)
                 bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset)
+                owner = f"{self.owner}/build/{pkg.name}"
                 try:
                     with open(ctx, "rb") as f:
-                        image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts, on_line=log.line)
+                        image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts,
+                                                  on_line=log.line, owner=owner)
                 except BuildError as e:
                     raise self._build_error(pkg, f"build failed: {e.message}", log, log_final) from None
                 ctx.unlink()
-                layer_raw = self.engine.single_layer(image, st)
+                try:
+                    layer_raw = self.engine.single_layer(image, st)
+                finally:
+                    # The artifact is taken from the layer; the engine's
+                    # image (this build's own: see Engine.release) goes,
+                    # refused or not.
+                    self.engine.release(image, owner)
                 layer_file = st / "layer.tar"
                 with open(layer_file, "wb") as f:
                     try:
@@ -439,7 +500,6 @@ class Builder:
                     except QuorumError as e:
                         raise self._build_error(pkg, f"unsafe artifact: {e.message}", log, log_final) from None
                 layer_raw.unlink()
-                self.engine.remove_image(image)
                 img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=pkg.name,
                                        version=pkg.version, namespace=self.tree.config.namespace)
                 log.line(f"quorum: artifact {img.digest} ({layer.entries} entries, {img.size} bytes)")
@@ -470,14 +530,17 @@ class Builder:
         ctx = st / "test-context.tar"
         with open(ctx, "wb") as f:
             render.write_context(f, pkg, rendered, sources, self.tree.config.source_date_epoch, test_containerfile=cf)
+        owner = f"{self.owner}/test/{pkg.name}"
         try:
             with open(ctx, "rb") as f:
-                # Never cached: a test that passed once must run again.
-                tid = self.engine.build(f, dockerfile=render.TEST_CONTAINERFILE_PATH,
-                                        opts=BuildOptions(nocache=True, cpuset=bopts.cpuset), on_line=log.line)
+                # The marker argument makes the test's RUN step miss the
+                # cache (a test that passed once must run again) while the
+                # steps before it stay shared layer cache.
+                tid = self.engine.build(f, dockerfile=render.TEST_CONTAINERFILE_PATH, opts=bopts,
+                                        on_line=log.line, owner=owner, args={"QUORUM_TEST_RUN": owner})
         except BuildError as e:
             raise self._build_error(pkg, f"smoke test failed: {e.message}", log, log_final) from None
-        self.engine.remove_image(tid)
+        self.engine.release(tid, owner)
         log.line("quorum: smoke test passed")
 
     def _publish(self, name: str, layout: Path, img: oci.Image, r: NodeResult, t0: float) -> None:

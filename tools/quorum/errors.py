@@ -49,6 +49,12 @@ class EngineError(QuorumError):
     exit_code = 2
 
 
+class LockedError(QuorumError):
+    """Another quorum process holds the lock of what this one would write."""
+
+    exit_code = 3
+
+
 class BuildError(QuorumError):
     """A package's own build script or smoke test failed."""
 

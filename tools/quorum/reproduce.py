@@ -231,37 +231,41 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
                            notes=[f"nothing to rebuild: {why} is empty"])
     rebuild_store = out / ".store"
-    # Never trust an earlier rebuild: a reproduce starts from an empty store.
-    shutil.rmtree(rebuild_store, ignore_errors=True)
-    opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
-                            reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
-                            keep_going=True)
-    b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts, emit=emit)
-    result = b.run()
-    verdicts = []
-    for n in result.order:
-        if n not in force:
-            continue
-        r = result.nodes[n]
-        exp = current.entries.get(n)
-        v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
-                    seconds=round(r.seconds, 3))
-        if r.status != "built":
-            v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
-        elif exp is None:
-            v.reason = "not in the manifest: nothing to compare with"
-        elif r.digest == exp.digest:
-            v.verdict = REPRODUCED
-        else:
-            v.verdict = MISMATCH
-            v.reason = "digests differ"
-            _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
-        if n not in targets and v.verdict != REPRODUCED:
-            v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
-        verdicts.append(v)
-    res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
-                      seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
-    atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+    # out/reproduce/ is this run's from here on: lock it before deleting
+    # anything in it, so a second reproduce stops instead of pulling the
+    # store from under the first.
+    with Store(out).lock():
+        # Never trust an earlier rebuild: a reproduce starts from an empty store.
+        shutil.rmtree(rebuild_store, ignore_errors=True)
+        opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
+                                reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
+                                keep_going=True)
+        b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts, emit=emit)
+        result = b.run()
+        verdicts = []
+        for n in result.order:
+            if n not in force:
+                continue
+            r = result.nodes[n]
+            exp = current.entries.get(n)
+            v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
+                        seconds=round(r.seconds, 3))
+            if r.status != "built":
+                v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
+            elif exp is None:
+                v.reason = "not in the manifest: nothing to compare with"
+            elif r.digest == exp.digest:
+                v.verdict = REPRODUCED
+            else:
+                v.verdict = MISMATCH
+                v.reason = "digests differ"
+                _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
+            if n not in targets and v.verdict != REPRODUCED:
+                v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
+            verdicts.append(v)
+        res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
+                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
+        atomic_write(out / "report.json", dumps_pretty(res.to_json()))
     return res
 
 

@@ -23,7 +23,7 @@ EXIT_INTERNAL = 70     # sysexits' EX_SOFTWARE: a bug in quorum
 # Verb modules, in the order their verbs appear in --help.  A module that is
 # missing (work in progress on a branch) is skipped rather than breaking
 # every other verb.
-_VERB_MODULES = ("build", "trust", "repro", "audit")
+_VERB_MODULES = ("build", "trust", "repro", "audit", "prune")
 
 EPILOG = """\
 A tree is a folder with quorum.yaml, bootstrap/, packages/ and manifests/.
@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a CI timeout, systemd, kill) unwinds like an exception, so
     # every `finally` runs: temporary GnuPG homes, staging folders and
     # temp files are removed, locks released.
-    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:
+        pass   # not the main thread (a library caller): it handles signals itself
     try:
         rc = args.func(args)
     except QuorumError as e:
@@ -118,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
-        return 130
+        _exit_now(130)
     except Terminated:
         print("quorum: terminated; nothing half-done was published", file=sys.stderr)
-        return 143
+        _exit_now(143)
     except BaseException as e:   # noqa: BLE001 - the last line of defence: never a traceback
         if isinstance(e, SystemExit):
             raise
@@ -142,6 +145,16 @@ def _json_error(args, message: str, code: int, *, file: str | None = None, field
         import json
         print(json.dumps({"ok": False, "error": message, "exit_code": code, "file": file, "field": field},
                          sort_keys=True))
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once: a worker thread still finishing must not keep the
+    process (and so the lock it holds) alive; whatever it staged is removed
+    by the next holder of the lock.  The main thread's finally-blocks have
+    run by the time the exception reached main()."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Terminated(BaseException):
