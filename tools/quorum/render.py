@@ -13,7 +13,7 @@ import io
 import os
 import shlex
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +24,10 @@ from .model import Package
 
 BUILD_DIR = "/build"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A tmpfs the engine mounts in every build step; reproduce's file_order
+# variation builds there (see variations/file_order.py).
+TMPFS_DIR = "/dev/shm"
+TMPFS_BYTES = 4 << 30          # the engine's default (64 MiB) is too small for a build tree
 CONTAINERFILE_PATH = ".quorum/Containerfile"
 TEST_CONTAINERFILE_PATH = ".quorum/test.Containerfile"
 
@@ -43,6 +47,22 @@ class Settings:
     tz: str = "UTC"
     locale: str = "C"
     extra_env: tuple[tuple[str, str], ...] = ()
+    on_tmpfs: bool = False               # build in a copy of build_dir on TMPFS_DIR
+    build_user: str | None = None        # "uid:gid" to build as, None = root
+
+    @property
+    def work_dir(self) -> str:
+        """Where the build script runs: the build folder, or its copy on the tmpfs."""
+        return TMPFS_DIR + self.build_dir if self.on_tmpfs else self.build_dir
+
+
+def settings_for(pkg: Package, settings: Settings) -> Settings:
+    """The settings one package builds under: a package that must build as
+    root (``needs-root``), or whose own Containerfile quorum does not
+    rewrite, keeps root whatever the rebuild varies."""
+    if settings.build_user and (pkg.needs_root or pkg.containerfile is not None):
+        return replace(settings, build_user=None)
+    return settings
 
 
 @dataclass
@@ -73,8 +93,8 @@ def jinja() -> jinja2.Environment:
 def build_env(pkg: Package, epoch: int, settings: Settings = Settings()) -> list[tuple[str, str]]:
     fixed = {
         "SOURCE_DATE_EPOCH": str(epoch), "TZ": settings.tz, "LC_ALL": settings.locale, "LANG": settings.locale,
-        "HOME": settings.build_dir, "PATH": DEFAULT_PATH, "DESTDIR": "/rootfs",
-        "QUORUM_BUILD_DIR": settings.build_dir,
+        "HOME": settings.work_dir, "PATH": DEFAULT_PATH, "DESTDIR": "/rootfs",
+        "QUORUM_BUILD_DIR": settings.work_dir,
     }
     env = dict(pkg.env)
     env.update(fixed)
@@ -84,17 +104,18 @@ def build_env(pkg: Package, epoch: int, settings: Settings = Settings()) -> list
 
 def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: int,
            settings: Settings = Settings()) -> Rendered:
+    settings = settings_for(pkg, settings)
     env = build_env(pkg, epoch, settings)
     j = jinja()
     script = pkg.build if pkg.build is not None else "# no build script: the package's Containerfile does the work"
     build_sh = j.get_template("build.sh.j2").render(env=env, umask=settings.umask, build_dir=settings.build_dir,
-                                                    script=script.rstrip("\n"))
+                                                    work_dir=settings.work_dir, script=script.rstrip("\n"))
     test_sh = None
     if pkg.test:
         test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"),
                                                       build_dir=settings.build_dir)
     variables = dict(name=pkg.name, version=pkg.version, seed=seed_image or "", deps=deps, epoch=epoch,
-                     build_dir=settings.build_dir, env=env,
+                     build_dir=settings.build_dir, env=env, build_user=settings.build_user or "",
                      sources=[{"file": s.file, "sha256": s.sha256} for s in pkg.sources])
     if pkg.containerfile is not None:
         try:

@@ -28,68 +28,16 @@ from . import build as buildlib
 from . import diff as diffmod
 from . import graph as graphmod
 from . import manifest as manifestmod
+from . import variations
 from .canon import atomic_write, dumps_pretty
 from .errors import QuorumError
 from .model import Tree
-from .render import Settings
 from .store import Store
 
 REPRODUCED, MISMATCH, FAILED = "REPRODUCED", "MISMATCH", "FAILED"
 
-# name -> (what it varies, how the rebuild applies it)
-VARIATIONS: dict[str, str] = {
-    "build_path": "build folder /build -> /build/quorum-reproduce/deeper/path",
-    "hostname": "every build container gets a fresh random host name from the engine",
-    "domain": "every build container gets a fresh random domain name from the engine",
-    "timezone": "TZ=UTC -> TZ=QRB-13:45 (a POSIX zone with an odd offset)",
-    "locale": "LC_ALL/LANG=C -> fr_CH.UTF-8",
-    "umask": "umask 022 -> 002",
-    "cpus": "all CPUs -> one CPU (cpuset 0), so nproc and make -j change",
-    "environment": "an extra variable QUORUM_REPRODUCE_EXTRA=1 in the build",
-    "clock": "the rebuild runs at a later wall-clock time (SOURCE_DATE_EPOCH stays fixed)",
-    "user": "build as an unprivileged user",
-}
-# Variations that cannot be switched off: the engine's containers always get
-# new names, and no rebuild runs at the same instant as the build.
-INTRINSIC = {"hostname", "domain", "clock"}
-# Not yet available: building as another user needs packages to declare that
-# they support it (their files would otherwise be owned by that user).
-UNAVAILABLE = {"user": "no package in this tree declares support for building as another user"}
-
-
-def parse_vary(spec: str | None) -> set[str]:
-    """reprotest's syntax: "+all,-umask", "-all,+timezone", "umask"…"""
-    chosen = set(VARIATIONS) - set(UNAVAILABLE)
-    if not spec:
-        return chosen
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        sign, name = ("-", part[1:]) if part.startswith("-") else ("+", part.lstrip("+"))
-        names = set(VARIATIONS) if name == "all" else {name}
-        if name != "all" and name not in VARIATIONS:
-            raise QuorumError(f"unknown variation {name!r} (known: all, {', '.join(VARIATIONS)})", field="--vary")
-        if sign == "+":
-            chosen |= names - set(UNAVAILABLE)
-        else:
-            chosen -= names
-    return chosen
-
-
-def settings_for(vary: set[str]) -> tuple[Settings, str | None]:
-    kw = {}
-    if "build_path" in vary:
-        kw["build_dir"] = "/build/quorum-reproduce/deeper/path"
-    if "timezone" in vary:
-        kw["tz"] = "QRB-13:45"
-    if "locale" in vary:
-        kw["locale"] = "fr_CH.UTF-8"
-    if "umask" in vary:
-        kw["umask"] = "002"
-    if "environment" in vary:
-        kw["extra_env"] = (("QUORUM_REPRODUCE_EXTRA", "1"),)
-    cpuset = "0" if "cpus" in vary and (os.cpu_count() or 1) > 1 else None
-    return replace(Settings(), **kw), cpuset
+# The variations live in variations/ (a registry, one module per kind).
+parse_vary = variations.parse_vary
 
 
 @dataclass
@@ -216,16 +164,11 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
         exp = current.entries.get(n)
         if rec is None or exp is None or rec.digest != exp.digest:
             force.add(n)
-    settings, cpuset = settings_for(vary)
-    applied = {v: VARIATIONS[v] for v in sorted(vary)}
-    if "cpus" in vary and cpuset is None:
-        applied.pop("cpus")
-    not_applied = {v: UNAVAILABLE.get(v, "switched off with --vary") for v in sorted(set(VARIATIONS) - set(applied))}
-    if "cpus" in vary and cpuset is None:
-        not_applied["cpus"] = "this machine has one CPU"
-    applied.update({v: VARIATIONS[v] for v in INTRINSIC})
-    for v in INTRINSIC:
-        not_applied.pop(v, None)
+    layouts = {sname: main.layout(sname) for sname in tree.seeds if main.record(sname) is not None}
+    outcome = variations.plan(vary, variations.Context(tree=tree, targets=frozenset(force), layouts=layouts,
+                                                        cpu_count=os.cpu_count() or 1))
+    settings, cpuset = outcome.plan.settings, outcome.plan.cpuset
+    applied, not_applied = outcome.applied, outcome.not_applied
     emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     if not force:
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
