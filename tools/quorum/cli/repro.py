@@ -54,10 +54,12 @@ log (manifests/log.jsonl) shows was signed, or every package when there is
 none.  A dependency whose local artifact does not match the manifest is
 rebuilt (and judged) too.
 
-Variations (reprotest's names): build_path, hostname, domain, timezone,
-locale, umask, cpus, environment, clock, user.  hostname, domain and clock
-vary in every rebuild (the engine names each container anew; the rebuild
-runs later); user is not available yet.
+Variations (reprotest's names): build_path, file_order, hostname, domain,
+timezone, locale, umask, cpus, environment, clock, user.  hostname and domain
+vary in every rebuild (the engine names each container anew).  A variation
+that cannot act is reported as not applied, with the reason: locale when a
+seed has no locale data, clock always (a container cannot set the wall
+clock), user for packages with needs-root.
 
 Verdicts: REPRODUCED (same digest), MISMATCH (built, other bytes: both
 artifacts and a file-level diff are kept in out/reproduce/NAME/), FAILED
