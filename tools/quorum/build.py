@@ -402,8 +402,7 @@ class Builder:
                 ctx = st / "context.tar"
                 with open(ctx, "wb") as f:
                     render.write_context(f, pkg, rendered, sources, epoch)
-                bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset,
-                                     shm_bytes=render.TMPFS_BYTES if self.opt.settings.on_tmpfs else None)
+                bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset)
                 try:
                     with open(ctx, "rb") as f:
                         image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts, on_line=log.line)

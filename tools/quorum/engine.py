@@ -34,7 +34,6 @@ class BuildOptions:
     """What a build may vary (reproduce) or must pin (build)."""
     nocache: bool = False
     cpuset: str | None = None          # e.g. "0" to give the build one CPU
-    shm_bytes: int | None = None       # size of the build step's /dev/shm tmpfs (None: the engine's default)
 
 
 class Engine:
@@ -151,8 +150,6 @@ class Engine:
                       network_mode="none", nocache=opts.nocache, decode=True, pull=False)
         if opts.cpuset:
             kwargs["container_limits"] = {"cpusetcpus": opts.cpuset}
-        if opts.shm_bytes:
-            kwargs["shmsize"] = opts.shm_bytes
         image_id = None
         try:
             for chunk in self.api.build(**kwargs):

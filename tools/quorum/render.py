@@ -24,10 +24,6 @@ from .model import Package
 
 BUILD_DIR = "/build"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# A tmpfs the engine mounts in every build step; reproduce's file_order
-# variation builds there (see variations/file_order.py).
-TMPFS_DIR = "/dev/shm"
-TMPFS_BYTES = 4 << 30          # the engine's default (64 MiB) is too small for a build tree
 CONTAINERFILE_PATH = ".quorum/Containerfile"
 TEST_CONTAINERFILE_PATH = ".quorum/test.Containerfile"
 
@@ -47,13 +43,7 @@ class Settings:
     tz: str = "UTC"
     locale: str = "C"
     extra_env: tuple[tuple[str, str], ...] = ()
-    on_tmpfs: bool = False               # build in a copy of build_dir on TMPFS_DIR
     build_user: str | None = None        # "uid:gid" to build as, None = root
-
-    @property
-    def work_dir(self) -> str:
-        """Where the build script runs: the build folder, or its copy on the tmpfs."""
-        return TMPFS_DIR + self.build_dir if self.on_tmpfs else self.build_dir
 
 
 def settings_for(pkg: Package, settings: Settings) -> Settings:
@@ -93,8 +83,8 @@ def jinja() -> jinja2.Environment:
 def build_env(pkg: Package, epoch: int, settings: Settings = Settings()) -> list[tuple[str, str]]:
     fixed = {
         "SOURCE_DATE_EPOCH": str(epoch), "TZ": settings.tz, "LC_ALL": settings.locale, "LANG": settings.locale,
-        "HOME": settings.work_dir, "PATH": DEFAULT_PATH, "DESTDIR": "/rootfs",
-        "QUORUM_BUILD_DIR": settings.work_dir,
+        "HOME": settings.build_dir, "PATH": DEFAULT_PATH, "DESTDIR": "/rootfs",
+        "QUORUM_BUILD_DIR": settings.build_dir,
     }
     env = dict(pkg.env)
     env.update(fixed)
@@ -109,7 +99,7 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
     j = jinja()
     script = pkg.build if pkg.build is not None else "# no build script: the package's Containerfile does the work"
     build_sh = j.get_template("build.sh.j2").render(env=env, umask=settings.umask, build_dir=settings.build_dir,
-                                                    work_dir=settings.work_dir, script=script.rstrip("\n"))
+                                                    script=script.rstrip("\n"))
     test_sh = None
     if pkg.test:
         test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"),

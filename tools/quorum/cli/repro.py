@@ -58,8 +58,9 @@ Variations (reprotest's names): build_path, file_order, hostname, domain,
 timezone, locale, umask, cpus, environment, clock, user.  hostname and domain
 vary in every rebuild (the engine names each container anew).  A variation
 that cannot act is reported as not applied, with the reason: locale when a
-seed has no locale data, clock always (a container cannot set the wall
-clock), user for packages with needs-root.
+seed has no locale data, clock and file_order always (a container cannot
+set the wall clock; the engine has no exec-able tmpfs), user for packages
+with needs-root.
 
 Verdicts: REPRODUCED (same digest), MISMATCH (built, other bytes: both
 artifacts and a file-level diff are kept in out/reproduce/NAME/), FAILED
