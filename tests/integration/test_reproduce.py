@@ -58,6 +58,7 @@ def test_leaky_package_is_a_mismatch_and_the_diff_names_files_and_lines(fixture_
     assert p.returncode == 1, p.stdout + p.stderr
     out = p.stdout
     assert "MISMATCH" in out
+    d = fixture_tree / "out" / "reproduce" / "leaky"
     for f in ("leak/hostname", "leak/clock", "leak/cpus", "leak/umask-file", "leak/uid"):
         assert f in out, f
     # the differing lines themselves: the CPU count went from 2 to 1, the
@@ -68,9 +69,17 @@ def test_leaky_package_is_a_mismatch_and_the_diff_names_files_and_lines(fixture_
     # the leak/ folder was made by mkdir -p under umask 002: the prelude
     # gives folders fixed modes, so it is not among the differences
     assert "~ leak\n" not in out
+    # the note is under the table, whole, with the reports and the command
+    # that looks deeper at the two kept layer blobs
+    assert "[1] leaky: digests differ" in out and str(d / "diff.txt") in out
+    assert "diffoscope on the two kept layers: diffoscope --html" in out and "/rebuilt/blobs/sha256/" in out
     report = json.loads((fixture_tree / "out/reproduce/report.json").read_text())
     assert {"clock", "file_order"} <= set(report["not_applied"]) and "user" in report["applied"]
-    d = fixture_tree / "out" / "reproduce" / "leaky"
+    # --json: the last event says the reproduction did not succeed
+    p = run_quorum("reproduce", "--tree", str(fixture_tree), "--json", "--no-diffoscope", "leaky")
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    finish = [e for e in events if e.get("event") == "finish"]
+    assert len(finish) == 1 and finish[0]["ok"] is False and finish[0]["verdicts"]["MISMATCH"] == 1, p.stdout
     assert (d / "original").is_dir() and (d / "rebuilt").is_dir() and (d / "diff.txt").exists()
     assert json.loads((d / "diff.json").read_text())
 

@@ -18,6 +18,7 @@ installed).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -51,6 +52,8 @@ class Verdict:
     reason: str = ""
     diff_dir: str | None = None
     diff_text: str | None = None
+    reports: list[str] = field(default_factory=list)     # files written about a mismatch
+    diffoscope_command: str | None = None                # to look deeper at the two kept layer blobs
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -179,7 +182,10 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
                             reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
                             keep_going=True)
-    b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts, emit=emit)
+    # The builder's own "finish" says whether every build *ran*; the verdicts
+    # are only known afterwards, so reproduce emits the finish event itself.
+    b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
+                         emit=lambda e: None if e.get("event") == "finish" else emit(e))
     result = b.run()
     verdicts = []
     for n in result.order:
@@ -205,6 +211,9 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
                       seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
     atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+    emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
+          "seconds": round(res.seconds, 3),
+          "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})
     return res
 
 
@@ -221,13 +230,12 @@ def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path
         return
     shutil.copytree(main.layout(name), d / "original")
     result = diffmod.compare(d / "original", d / "rebuilt", labels=("original", "rebuilt"))
-    diffmod.save(result, d)
+    v.reports = [str(p) for p in diffmod.save(result, d)]
     v.diff_text = diffmod.render_text(result, max_files=20)
     v.diff_dir = str(d)
+    from . import oci
+    a = oci.read_layout(d / "original")["layer_path"]
+    b = oci.read_layout(d / "rebuilt")["layer_path"]
+    v.diffoscope_command = shlex.join(["diffoscope", "--html", str(d / "diffoscope.html"), str(a), str(b)])
     if diffoscope:
-        from . import oci
-        a = oci.read_layout(d / "original")["layer_path"]
-        b = oci.read_layout(d / "rebuilt")["layer_path"]
-        reports = diffmod.run_diffoscope(a, b, d)
-        if reports:
-            v.reason += "; diffoscope: " + ", ".join(str(p) for p in reports)
+        v.reports += [str(p) for p in diffmod.run_diffoscope(a, b, d)]
