@@ -33,7 +33,7 @@ graph: $(STAMP)
 	$(Q) graph
 
 reproduce: $(STAMP)
-	$(Q) reproduce $(if $(filter clean,$(MAKECMDGOALS)),--all)
+	$(Q) reproduce -j $(JOBS) $(if $(filter clean,$(MAKECMDGOALS)),--all)
 
 sign: $(STAMP)
 	$(Q) sign

@@ -54,10 +54,13 @@ log (manifests/log.jsonl) shows was signed, or every package when there is
 none.  A dependency whose local artifact does not match the manifest is
 rebuilt (and judged) too.
 
-Variations (reprotest's names): build_path, hostname, domain, timezone,
-locale, umask, cpus, environment, clock, user.  hostname, domain and clock
-vary in every rebuild (the engine names each container anew; the rebuild
-runs later); user is not available yet.
+Variations (reprotest's names): build_path, file_order, hostname, domain,
+timezone, locale, umask, cpus, environment, clock, user.  hostname and domain
+vary in every rebuild (the engine names each container anew).  A variation
+that cannot act is reported as not applied, with the reason: locale when a
+seed has no locale data, clock and file_order always (a container cannot
+set the wall clock; the engine has no exec-able tmpfs), user for packages
+with needs-root.
 
 Verdicts: REPRODUCED (same digest), MISMATCH (built, other bytes: both
 artifacts and a file-level diff are kept in out/reproduce/NAME/), FAILED
@@ -146,9 +149,20 @@ def cmd_reproduce(args) -> int:
         if v.verdict == "MISMATCH" and v.diff_text:
             print(f"=== {v.name}: MISMATCH — what differs (saved in {v.diff_dir}) ===")
             print(v.diff_text)
-    rows = [[v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", v.reason[:80]]
-            for v in res.verdicts]
+    # Notes go under the table, whole: a path or an error cut at a column
+    # width is a path nobody can open.
+    notes: list[str] = []
+    rows = []
+    for v in res.verdicts:
+        mark = ""
+        if v.reason or v.reports or v.diffoscope_command:
+            notes.append(_verdict_note(v, len(notes) + 1))
+            mark = f"[{len(notes)}]"
+        rows.append([v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", mark])
     print(table(rows, ["package", "expected", "rebuilt", "verdict", "seconds", "note"]))
+    if notes:
+        print()
+        print("\n".join(notes))
     print("\nvariations applied: " + ", ".join(sorted(res.applied)))
     if res.not_applied:
         print("not applied: " + "; ".join(f"{k} ({v})" for k, v in sorted(res.not_applied.items())))
@@ -157,6 +171,15 @@ def cmd_reproduce(args) -> int:
     print(f"{counts['REPRODUCED']} reproduced, {counts['MISMATCH']} mismatched, {counts['FAILED']} failed "
           f"in {res.seconds:.1f}s ({notes}); report: {res.out / 'report.json'}")
     return res.exit_code
+
+
+def _verdict_note(v, number: int) -> str:
+    lines = [f"[{number}] {v.name}: {v.reason or v.verdict}"]
+    if v.reports:
+        lines.append("    reports: " + ", ".join(v.reports))
+    if v.diffoscope_command:
+        lines.append("    diffoscope on the two kept layers: " + v.diffoscope_command)
+    return "\n".join(lines)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
