@@ -304,6 +304,8 @@ class StandInEngine:
     "produces" a one-file layer.  Everything else — input hashes, layouts,
     records, the manifest — is the real code's."""
 
+    endpoint = "stand-in"
+
     def __init__(self):
         self._names: dict[str, str] = {}
         self.builds = 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import graph as graphmod
-from . import imageref, inputs, manifest, oci, render, seed as seedmod, temps
+from . import imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Cancelled, Engine, new_owner
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache
@@ -479,10 +479,15 @@ class Builder:
                     render.write_context(f, pkg, rendered, sources, epoch)
                 bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset)
                 owner = f"{self.owner}/build/{pkg.name}"
+                counter = layercheck.Counter()
+
+                def on_line(line: str) -> None:
+                    counter.line(line)
+                    log.line(line)
                 try:
                     with open(ctx, "rb") as f:
                         image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts,
-                                                  on_line=log.line, owner=owner)
+                                                  on_line=on_line, owner=owner)
                 except BuildError as e:
                     raise self._build_error(pkg, f"build failed: {e.message}", log, log_final) from None
                 ctx.unlink()
@@ -493,6 +498,8 @@ class Builder:
                     # image (this build's own: see Engine.release) goes,
                     # refused or not.
                     self.engine.release(image, owner)
+                layercheck.check(layer_raw, counter.expected, package=pkg.name,
+                                 endpoint=f"the engine at {self.engine.endpoint}")
                 layer_file = st / "layer.tar"
                 with open(layer_file, "wb") as f:
                     try:
