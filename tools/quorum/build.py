@@ -28,7 +28,7 @@ from pathlib import Path
 from . import graph as graphmod
 from . import imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Cancelled, Engine, new_owner
-from .errors import BuildError, EngineError, FetchError, QuorumError
+from .errors import BuildError, EngineError, FetchError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
 from .model import Package, Seed, Tree
 from .store import Record, Store
@@ -249,10 +249,16 @@ class Builder:
                             self._record_failure(n, e, kind)
                             fail_descendants(n)
                             stop = stop or not self.opt.keep_going
-                        except Exception as e:
-                            # A bug in quorum or the machine (disk full, ...):
+                        except OSError as e:
+                            # The machine (disk full, I/O error, permissions):
                             # never the package's fault, so never a "build"
                             # failure that reproduce could call a MISMATCH.
+                            msg, _ = describe_os_error(e)
+                            self._record_failure(n, MachineError(msg), "machine")
+                            fail_descendants(n)
+                            stop = stop or not self.opt.keep_going
+                        except Exception as e:
+                            # A bug in quorum: said as such, with where it happened.
                             import traceback
                             err = QuorumError(f"internal error: {e.__class__.__name__}: {e}")
                             self._record_failure(n, err, "internal")

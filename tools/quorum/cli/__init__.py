@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import QuorumError
+from ..errors import QuorumError, describe_os_error
 from ..text import printable
 
 # Exit codes, the same for every verb (docs/exit-codes.md).
@@ -169,24 +169,8 @@ def describe_unexpected(e: BaseException) -> tuple[str, int]:
     """One line and an exit code for an exception no room of quorum turned
     into a QuorumError: the file system's (full disk, permissions, a folder
     where a file belongs), or a bug in quorum, said as such."""
-    import errno
     if isinstance(e, OSError):
-        where = e.filename if e.filename is not None else "(unknown path)"
-        if e.errno == errno.ENOSPC:
-            return f"{where}: no space left on device; free some space there and rerun", EXIT_INFRA
-        if e.errno == errno.EDQUOT:
-            return f"{where}: disk quota exceeded; free some space there and rerun", EXIT_INFRA
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return f"{where}: permission denied; fix its ownership or run as its owner", EXIT_USAGE
-        if e.errno == errno.EROFS:
-            return f"{where}: read-only file system", EXIT_USAGE
-        if e.errno == errno.EEXIST:
-            return f"{where}: exists and is not a folder; move it away and rerun", EXIT_USAGE
-        if e.errno == errno.ENOTDIR:
-            return f"{where}: part of this path is a file where a folder is needed", EXIT_USAGE
-        if e.errno == errno.EISDIR:
-            return f"{where}: is a folder; give the path of a file", EXIT_USAGE
-        return f"{where}: {e.strerror or e}", EXIT_USAGE
+        return describe_os_error(e)
     if isinstance(e, MemoryError):
         return "out of memory (an input far larger than expected?)", EXIT_INFRA
     if isinstance(e, RecursionError):
