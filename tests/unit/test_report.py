@@ -289,6 +289,9 @@ def test_graph_is_reduced_grouped_and_shows_the_gate(tmp_path, keyring):
     assert "subgraph cluster_seed" in site.dot and "subgraph cluster_package" in site.dot
     svg = reportmod.render_svg(site.dot).decode()
     assert "not built" in svg and "legend" in svg
+    reportmod.write(site, tmp_path / "site")
+    top_page = (tmp_path / "site" / "packages" / "top.html").read_text()
+    assert "Waits for gate <strong>same</strong>: left = right must be identical (not yet known)" in top_page
 
 
 def test_same_inputs_same_bytes_and_trust_state_untouched(tmp_path, keyring):
