@@ -255,6 +255,13 @@ def test_browser_renders_verdicts_trust_and_links(site, tmp_path):
             target = (page.parent / unquote(u.path)).resolve()
             assert target.is_file(), f"{page.name}: {link} does not resolve"
 
+    # The script ran, and a #filter= link keeps only the rows that match.
+    assert dom.ids["shown"] == f"{len(ORDER)} of {len(ORDER)} shown"
+    filtered = Dom(chromium((out / "index.html").as_uri() + "#filter=mismatch"))
+    visible = {t_a[1]["data-package"] for t_a in filtered.tags
+               if t_a[0] == "tr" and "data-package" in t_a[1] and "hidden" not in t_a[1].get("class", "")}
+    assert visible == {"solo", "left"} and filtered.ids["shown"] == f"2 of {len(ORDER)} shown"
+
     chromium((out / "index.html").as_uri(), shot=SHOTS / "index.png")
     chromium((out / "packages" / "solo.html").as_uri(), shot=SHOTS / "solo.png")
     assert (SHOTS / "index.png").stat().st_size > 10_000

@@ -44,5 +44,9 @@
     shown.textContent = n + " of " + body.rows.length + " shown";
   }
   filter.addEventListener("input", apply);
+  // index.html#filter=WORDS opens with the filter set: a link can say
+  // "the mismatches" without a server.
+  var m = /^#filter=(.*)$/.exec(window.location.hash);
+  if (m) { filter.value = decodeURIComponent(m[1]); }
   apply();
 })();
