@@ -168,6 +168,7 @@ class HistoryRow:
     signatures: int
     digests: dict[str, str | None]
     changed: list[str]
+    gates: dict[str, str] = field(default_factory=dict)   # gate -> "pass" | "fail", as the build recorded
 
 
 @dataclass
@@ -463,12 +464,13 @@ def read_history(root: Path, rng: str, names: list[str]) -> list[HistoryRow]:
             for n in sorted(set(m.entries) - set(names)):
                 digests[n] = m.entries[n].digest
             serial = m.serial
+            gates = {g: str(c.get("result")) for g, c in sorted(m.checks.items()) if isinstance(c, dict)}
         except QuorumError:
-            digests, serial = {}, None
+            digests, serial, gates = {}, None, {}
         changed = sorted(n for n in digests if prev.get(n) != digests[n]) if rows else []
         rows.append(HistoryRow(commit=commit, date=date, subject=printable(subject), serial=serial,
                                manifest_sha256=sha, signatures=signed.get(sha, 0), digests=digests,
-                               changed=changed))
+                               changed=changed, gates=gates))
         prev = digests
     return rows
 
