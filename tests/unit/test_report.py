@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -282,7 +281,7 @@ def test_package_page_shows_diff_sources_dependents_and_escaped_log(site):
     assert "greeting-1.0.txt" in (out / "packages" / "base.html").read_text()
 
 
-def test_graph_is_reduced_grouped_and_shows_the_gate(tmp_path, keyring):
+def test_graph_is_reduced_grouped_and_shows_the_gate(tmp_path):
     root = make_fixture_tree(tmp_path / "tree")
     # base -> top is implied by base -> left -> top: it must not be drawn.
     top = root / "packages" / "top" / "package.yaml"
@@ -329,6 +328,21 @@ def test_unmeasured_is_unknown_and_bad_challenge_is_one_line(tmp_path):
     assert not site.trust.checked and "no trust policy" in site.trust.error
     reportmod.write(site, tmp_path / "site")
     assert "unknown" in (tmp_path / "site" / "packages" / "top.html").read_text()
+    # A reproduce report of odd shape is a note, never a traceback; a
+    # verdict word this quorum does not know is no verdict.
+    rj = root / "out" / "reproduce" / "report.json"
+    rj.parent.mkdir(parents=True)
+    for doc in ([1], {"verdicts": 3}, {"verdicts": [], "notes": 5}):
+        rj.write_text(json.dumps(doc))
+        site = reportmod.collect(root, audit=False)
+        assert "unreadable, ignored" in site.reproduce_notes[0] and site.rebuilders == []
+    rj.write_text(json.dumps({"verdicts": [{"name": ["x"]}, {"name": "top", "verdict": "<b>FINE</b>",
+                                                             "engine": {"name": "<i>e</i>"}}]}))
+    site = reportmod.collect(root, audit=False)
+    assert site.nodes["top"].rebuilds[0].verdict == "not yet" and site.nodes["top"].status == "missing"
+    reportmod.write(site, tmp_path / "site")
+    top = (tmp_path / "site" / "packages" / "top.html").read_text()
+    assert "&lt;b&gt;FINE&lt;/b&gt;" in top and "&lt;i&gt;e&lt;/i&gt;" in top and "<b>FINE" not in top
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     p = run_quorum("report", "--tree", str(root), "--challenge", str(bad))

@@ -279,23 +279,27 @@ def _read_reproduce(out: Path, nodes: dict[str, Node], site: Site) -> list[str]:
     try:
         doc = _load_json_file(path)
         verdicts = doc["verdicts"]
+        if not isinstance(verdicts, list):
+            raise TypeError("verdicts is not a list")
         variations = sorted(str(v) for v in (doc.get("applied") or {}))
-    except (QuorumError, KeyError, TypeError) as e:
-        return [f"{path}: unreadable, ignored ({e})"]
+        notes = [printable(str(n)) for n in (doc.get("notes") or [])]
+    except (QuorumError, KeyError, TypeError, AttributeError) as e:
+        return [f"{path}: unreadable, ignored ({printable(str(e))})"]
     site.rebuilders.append("reproduce")
-    notes = [printable(str(n)) for n in doc.get("notes") or []]
     for v in verdicts:
-        if not isinstance(v, dict) or v.get("name") not in nodes:
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or v["name"] not in nodes:
             continue
         node = nodes[v["name"]]
         engine = v.get("engine") or doc.get("engine") or "local engine (not recorded)"
         if isinstance(engine, dict):
             engine = engine.get("name") or json.dumps(engine, sort_keys=True)
-        verdict = str(v.get("verdict"))
+        verdict, reason = str(v.get("verdict")), str(v.get("reason") or "")
         if verdict not in (REPRODUCED, MISMATCH, FAILED):
-            verdict = FAILED
-        r = Rebuild(by="reproduce", verdict=verdict, engine=str(engine), digest=v.get("rebuilt"),
-                    reason=str(v.get("reason") or ""), variations=variations)
+            # A word this quorum does not know is not evidence either way.
+            verdict, reason = NOT_YET, f"unknown verdict {verdict!r} in {path.name}"
+        rebuilt = v.get("rebuilt")
+        r = Rebuild(by="reproduce", verdict=verdict, engine=printable(str(engine)),
+                    digest=str(rebuilt) if rebuilt else None, reason=printable(reason), variations=variations)
         if node.digest and v.get("expected") and v.get("expected") != node.digest:
             r.verdict, r.reason = NOT_YET, "the last reproduce judged an older digest of this package"
         diff_dir = out / node.name
