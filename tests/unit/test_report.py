@@ -371,3 +371,36 @@ def test_history_shows_when_a_digest_changed(tmp_path):
     assert "changed: <code>" in hist and "build 1 &lt;b&gt;" in hist
     p = run_quorum("report", "--tree", str(root), "--history", "--nope")
     assert p.returncode == 3 and "--history" in p.stderr
+
+
+def test_five_hundred_nodes_lay_out_quickly():
+    """A tree of 500 nodes: graphviz lays it out in seconds, and the
+    reduction drops the edges a longer path implies."""
+    import random
+    import time
+
+    import networkx as nx
+    rnd = random.Random(1)
+    g = nx.DiGraph()
+    g.add_node("seed", kind="seed")
+    for i in range(20):
+        g.add_node(f"boot{i}", kind="bootstrap")
+        g.add_edge(f"boot{i - 1}" if i else "seed", f"boot{i}")
+    for i in range(479):
+        n = f"pkg{i:03d}"
+        g.add_node(n, kind="package")
+        g.add_edge("boot19", n)
+        g.add_edge("seed", n)              # implied by seed -> boot0 -> ... -> boot19 -> n
+        for j in rnd.sample(range(i), min(i, rnd.randint(0, 4))):
+            g.add_edge(f"pkg{j:03d}", n)
+    nodes = {n: reportmod.Node(name=n, kind=g.nodes[n]["kind"], digest="sha256:" + "0" * 64) for n in g}
+    site = reportmod.Site(tree="big", commit=None, serial=1, expires=None, nodes=nodes, order=list(g),
+                          trust=reportmod.Trust(), gates=[], rebuilders=[])
+    t0 = time.monotonic()
+    dot = reportmod.to_dot(g, site)
+    svg = reportmod.render_svg(dot)
+    assert time.monotonic() - t0 < 30
+    # The 479 seed -> package shortcuts are gone (the legend has no edges).
+    assert dot.count(" -> ") <= g.number_of_edges() - 479
+    assert '"seed" -> "pkg000"' not in dot
+    assert svg.count(b'<g id="node') == 500 + 1          # every node, and the legend
