@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -163,14 +164,18 @@ def chromium(url: str, *, shot: Path | None = None, netlog: Path | None = None) 
     args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-features=NetworkTimeServiceQuerying",
-            "--window-size=1400,1600", f"--user-data-dir={shot.parent / '.chromium' if shot else '/tmp/.qr-chromium'}"]
+            "--window-size=1400,1600"]
     if netlog:
         args.append(f"--log-net-log={netlog}")
     if shot:
         args += [f"--screenshot={shot}", url]
     else:
         args += ["--dump-dom", "--virtual-time-budget=2000", url]
-    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    # A profile of its own per run: two test runs on one machine must not
+    # meet on Chromium's profile lock.
+    with tempfile.TemporaryDirectory(prefix="quorum-chromium-") as profile:
+        args.insert(1, f"--user-data-dir={profile}")
+        p = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout
 
