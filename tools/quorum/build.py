@@ -25,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import canon
 from . import graph as graphmod
 from . import imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Cancelled, Engine, new_owner
@@ -112,6 +113,26 @@ class Result:
 
 
 LOG_TAIL = 25
+ENGINE_FILE = Path(".quorum") / "engine.json"
+
+
+def recorded_engine(store: Store) -> dict | None:
+    """The facts the last build that built anything into ``store`` recorded
+    about its engine (reproduce names it beside the rebuild's engine)."""
+    from .safeio import load_json
+    try:
+        doc = load_json(store.out / ENGINE_FILE, limit=1 << 16)
+    except QuorumError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _record_engine(store: Store, engine) -> None:
+    try:
+        facts = engine.facts()
+    except (QuorumError, AttributeError):
+        return      # a stand-in engine, or one that stopped answering: nothing to record
+    canon.atomic_write(store.out / ENGINE_FILE, canon.dumps_pretty(facts.to_json()))
 # Seconds an interrupted build gives its workers to stop before it returns
 # (the CLI then exits; the lock goes with the process).
 INTERRUPT_GRACE = 1.2
@@ -283,6 +304,8 @@ class Builder:
                     self._check_drift(result)
                 if not self.opt.targets and self.opt.write_manifest and not result.drifted:
                     self._write_manifest(result)
+        if any(r.status == "built" for r in self.results.values()):
+            _record_engine(self.store, self.engine)
         result.seconds = time.monotonic() - t0
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
                    "manifest_changed": result.manifest_changed})

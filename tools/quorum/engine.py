@@ -59,6 +59,47 @@ class BuildOptions:
     cpuset: str | None = None          # e.g. "0" to give the build one CPU
 
 
+@dataclass(frozen=True)
+class EngineFacts:
+    """What an engine says about itself, so a report can show that a
+    rebuild ran on another engine, kernel or CPU than the build."""
+    endpoint: str
+    kind: str            # "Docker" | "Podman" | what the engine calls itself
+    version: str
+    os: str
+    kernel: str
+    arch: str
+    cpus: int
+    cpu: str             # vendor and model, or "not reported"
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    def describe(self) -> str:
+        return (f"{self.kind} {self.version} at {self.endpoint}: {self.os}, kernel {self.kernel}, "
+                f"{self.arch}, {self.cpus} CPUs ({self.cpu})")
+
+
+def _local_cpu() -> str:
+    """/proc/cpuinfo of this machine: right for an engine on a local socket,
+    which runs its containers here."""
+    vendor = model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k == "vendor_id" and not vendor:
+                    vendor = v.strip()
+                elif k == "model name" and not model:
+                    model = v.strip()
+                if vendor and model:
+                    break
+    except OSError:
+        pass
+    return " ".join(x for x in (vendor, model) if x) or "not reported"
+
+
 class Engine:
     def __init__(self, base_url: str | None = None, timeout: int = 3600):
         self.base_url = base_url
@@ -74,6 +115,21 @@ class Engine:
     def endpoint(self) -> str:
         """The endpoint, as a person would pass it to DOCKER_HOST."""
         return self.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+
+    def facts(self) -> EngineFacts:
+        """The engine's kind, version, OS, kernel and CPU, as it reports them."""
+        info = self._call("asking for its facts", self.api.info)
+        ver = self._call("asking for its version", self.api.version)
+        names = [str(c.get("Name", "")) for c in ver.get("Components") or []]
+        platform = str((ver.get("Platform") or {}).get("Name", ""))
+        kind = "Podman" if any("podman" in n.lower() for n in names + [platform]) else "Docker"
+        # The CPU model is not in the Docker API; an engine on this machine's
+        # socket runs its containers on this machine's CPU.
+        local = self.endpoint.startswith("unix://")
+        return EngineFacts(endpoint=self.endpoint, kind=kind, version=str(ver.get("Version", "?")),
+                           os=str(info.get("OperatingSystem", "?")), kernel=str(info.get("KernelVersion", "?")),
+                           arch=str(info.get("Architecture", "?")), cpus=int(info.get("NCPU") or 0),
+                           cpu=_local_cpu() if local else "not reported by a remote engine")
 
     def failure(self, what: str) -> EngineError:
         """One sentence for an engine failure: which engine, what happened,

@@ -70,6 +70,11 @@ class ReproResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     complete: bool = True             # False in the report written while the run is under way
+    # The engine of the build that made out/ (as it recorded itself) and the
+    # engine of this rebuild: a rebuild is more independent the more these
+    # differ (kind, version, kernel, CPU).
+    build_engine: dict | None = None
+    rebuild_engine: dict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -82,7 +87,8 @@ class ReproResult:
     def to_json(self) -> dict:
         return {"verdicts": [v.to_json() for v in self.verdicts], "applied": self.applied,
                 "not_applied": self.not_applied, "exit_code": self.exit_code, "notes": self.notes,
-                "seconds": round(self.seconds, 3), "complete": self.complete}
+                "seconds": round(self.seconds, 3), "complete": self.complete,
+                "build_engine": self.build_engine, "rebuild_engine": self.rebuild_engine}
 
 
 def changed_since(tree: Tree, current: manifestmod.Manifest, rev: str) -> set[str]:
@@ -141,6 +147,13 @@ def select(tree: Tree, current: manifestmod.Manifest, *, packages: list[str] | N
     if changed is None:
         return set(tree.packages), "every package (no signed manifest found to compare with)"
     return changed, "packages whose manifest entry changed since the last signed manifest"
+
+
+def _facts(engine) -> dict | None:
+    try:
+        return engine.facts().to_json()
+    except (QuorumError, AttributeError):
+        return None
 
 
 def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
@@ -219,7 +232,8 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                 v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
             verdicts.append(v)
         res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
-                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
+                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
+                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_facts(b.engine))
         atomic_write(out / "report.json", dumps_pretty(res.to_json()))
     emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
           "seconds": round(res.seconds, 3),

@@ -87,6 +87,10 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                         "(default: all that apply)")
     r.add_argument("-j", "--jobs", type=int, default=1, help="packages rebuilt at once (default 1)")
     r.add_argument("--no-diffoscope", action="store_true", help="do not run diffoscope on mismatches")
+    r.add_argument("--engine", default=None, metavar="URL",
+                   help="rebuild on this Docker-API endpoint instead of the local engine: unix:///PATH "
+                        "(e.g. Podman's 'podman system service' socket), tcp://HOST:2376 (TLS from "
+                        "DOCKER_CERT_PATH) or ssh://USER@HOST; the report names both engines")
     r.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
@@ -130,6 +134,15 @@ def resolve_artifact(arg: str, tree: Path | None) -> Path:
                           + (f", and the tree has no out/{arg}" if "/" not in arg else ""), file=arg)
 
 
+def _engine_line(f: dict) -> str:
+    from ..engine import EngineFacts
+    from ..text import printable
+    try:
+        return printable(EngineFacts(**f).describe())
+    except TypeError:
+        return "(unreadable record)"
+
+
 def cmd_reproduce(args) -> int:
     from .. import reproduce as repro
     from ..tree import load_tree
@@ -138,8 +151,12 @@ def cmd_reproduce(args) -> int:
     vary = repro.parse_vary(args.vary)
     sink = event_sink(args)
     try:
+        engine = None
+        if args.engine:
+            from ..engine import Engine
+            engine = Engine(base_url=args.engine)
         res = repro.reproduce(tree, packages=args.packages or None, all_=args.all, since=args.since, vary=vary,
-                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope)
+                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope, engine=engine)
     finally:
         sink.close()
     if args.json:
@@ -166,6 +183,8 @@ def cmd_reproduce(args) -> int:
     print("\nvariations applied: " + ", ".join(sorted(res.applied)))
     if res.not_applied:
         print("not applied: " + "; ".join(f"{k} ({v})" for k, v in sorted(res.not_applied.items())))
+    for label, facts in (("built on", res.build_engine), ("rebuilt on", res.rebuild_engine)):
+        print(f"{label:10}  " + (_engine_line(facts) if facts else "(not recorded)"))
     counts = {k: sum(1 for v in res.verdicts if v.verdict == k) for k in ("REPRODUCED", "MISMATCH", "FAILED")}
     notes = "; ".join(res.notes)
     print(f"{counts['REPRODUCED']} reproduced, {counts['MISMATCH']} mismatched, {counts['FAILED']} failed "
