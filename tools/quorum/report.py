@@ -192,6 +192,15 @@ class Site:
 
 # --- collecting -------------------------------------------------------------------------------
 
+
+def _engine_text(facts: dict) -> str:
+    """EngineFacts as reproduce recorded them, in EngineFacts' own words."""
+    from .engine import EngineFacts
+    try:
+        return EngineFacts(**facts).describe()
+    except TypeError:
+        return json.dumps(facts, sort_keys=True)
+
 def collect(root: Path, *, challenges: list[str] | None = None, state_dir: Path | None = None,
             pinned_root: str | None = None, history: str | None = None, audit: bool = True) -> Site:
     from .tree import load_tree
@@ -290,9 +299,9 @@ def _read_reproduce(out: Path, nodes: dict[str, Node], site: Site) -> list[str]:
         if not isinstance(v, dict) or not isinstance(v.get("name"), str) or v["name"] not in nodes:
             continue
         node = nodes[v["name"]]
-        engine = v.get("engine") or doc.get("engine") or "local engine (not recorded)"
+        engine = v.get("engine") or doc.get("rebuild_engine") or "local engine (not recorded)"
         if isinstance(engine, dict):
-            engine = engine.get("name") or json.dumps(engine, sort_keys=True)
+            engine = _engine_text(engine)
         verdict, reason = str(v.get("verdict")), str(v.get("reason") or "")
         if verdict not in (REPRODUCED, MISMATCH, FAILED):
             # A word this quorum does not know is not evidence either way.
