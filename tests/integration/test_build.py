@@ -292,3 +292,42 @@ def test_the_exported_layer_is_counted_against_the_build(fixture_tree, engine):
     assert res.ok, res.failed()
     log = (fixture_tree / "out" / "logs" / "counted.log").read_text()
     assert "quorum-layer-entries: 3" in log
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """Mount a tiny tmpfs at a path the test names; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    mounts: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for p in reversed(mounts):
+        subprocess.run(["umount", "-l", str(p)], check=False)
+
+
+def test_full_disks_are_the_machines_failure_named_by_path(fixture_tree, engine, small_fs, locked_seed_text):
+    """#9: out/ or manifests/ on a full file system: one line naming the
+    path, exit 2 (the machine), no traceback, nothing half-written."""
+    # out/ with room for nothing: the seed's layer does not fit.
+    small_fs(fixture_tree / "out", "64k")
+    p = run_quorum("build", "--tree", str(fixture_tree), "solo")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and "no space left on device" in p.stderr
+    assert str(fixture_tree / "out") in p.stderr
+    subprocess.run(["umount", "-l", str(fixture_tree / "out")], check=True)
+    # manifests/ full (filled to the last byte) while out/ is fine.
+    man = small_fs(fixture_tree / "manifests", "16k")
+    subprocess.run(["sh", "-c", f"cat /dev/zero > '{man}/filler'"], check=False, stderr=subprocess.DEVNULL)
+    p = run_quorum("build", "--tree", str(fixture_tree), "-j", "2")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and "no space left on device" in p.stderr
+    assert "manifests" in p.stderr
+    assert not (man / "manifest.json").exists()
+    assert not [q for q in man.iterdir() if q.name.endswith(".tmp")]

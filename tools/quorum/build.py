@@ -274,7 +274,8 @@ class Builder:
                             # The machine (disk full, I/O error, permissions):
                             # never the package's fault, so never a "build"
                             # failure that reproduce could call a MISMATCH.
-                            msg, _ = describe_os_error(e)
+                            # A write() names no file; the builder writes under out/.
+                            msg, _ = describe_os_error(e, where=str(self.store.out))
                             self._record_failure(n, MachineError(msg), "machine")
                             fail_descendants(n)
                             stop = stop or not self.opt.keep_going

@@ -60,9 +60,13 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename in (None, tmp) and e.errno is not None:
+            # Name the file being written, not our temp (a full disk is
+            # reported by write(), which names no file at all).
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise

@@ -70,12 +70,14 @@ class UnsafeArchiveError(QuorumError):
     """A tar member tried to escape its root or smuggle a device node."""
 
 
-def describe_os_error(e: OSError) -> tuple[str, int]:
+def describe_os_error(e: OSError, where: str | None = None) -> tuple[str, int]:
     """One line naming the path and the remedy, and the exit code, for an
     error of the file system (full disk, permissions, a folder where a file
-    belongs): the machine's or the user's, never a package's."""
+    belongs): the machine's or the user's, never a package's.  ``where``
+    names the place when the error itself does not (a write() has no file
+    name)."""
     import errno
-    where = e.filename if e.filename is not None else "(unknown path)"
+    where = str(e.filename) if e.filename is not None else (where or "(unknown path)")
     if e.errno == errno.ENOSPC:
         return f"{where}: no space left on device; free some space there and rerun", 2
     if e.errno == errno.EDQUOT:
