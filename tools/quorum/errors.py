@@ -70,6 +70,21 @@ class UnsafeArchiveError(QuorumError):
     """A tar member tried to escape its root or smuggle a device node."""
 
 
+# errno name -> (what it means here, with the remedy; exit code).  2: the
+# machine failed; 3: the path the user gave (or owns) is wrong.
+_OS_ERRORS = {
+    "ENOSPC": ("no space left on device; free some space there and rerun", 2),
+    "EDQUOT": ("disk quota exceeded; free some space there and rerun", 2),
+    "EIO": ("input/output error; check the disk", 2),
+    "EACCES": ("permission denied; fix its ownership or run as its owner", 3),
+    "EPERM": ("permission denied; fix its ownership or run as its owner", 3),
+    "EROFS": ("read-only file system", 3),
+    "EEXIST": ("exists and is not a folder; move it away and rerun", 3),
+    "ENOTDIR": ("part of this path is a file where a folder is needed", 3),
+    "EISDIR": ("is a folder; give the path of a file", 3),
+}
+
+
 def describe_os_error(e: OSError, where: str | None = None) -> tuple[str, int]:
     """One line naming the path and the remedy, and the exit code, for an
     error of the file system (full disk, permissions, a folder where a file
@@ -78,23 +93,8 @@ def describe_os_error(e: OSError, where: str | None = None) -> tuple[str, int]:
     name)."""
     import errno
     where = str(e.filename) if e.filename is not None else (where or "(unknown path)")
-    if e.errno == errno.ENOSPC:
-        return f"{where}: no space left on device; free some space there and rerun", 2
-    if e.errno == errno.EDQUOT:
-        return f"{where}: disk quota exceeded; free some space there and rerun", 2
-    if e.errno == errno.EIO:
-        return f"{where}: input/output error; check the disk", 2
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return f"{where}: permission denied; fix its ownership or run as its owner", 3
-    if e.errno == errno.EROFS:
-        return f"{where}: read-only file system", 3
-    if e.errno == errno.EEXIST:
-        return f"{where}: exists and is not a folder; move it away and rerun", 3
-    if e.errno == errno.ENOTDIR:
-        return f"{where}: part of this path is a file where a folder is needed", 3
-    if e.errno == errno.EISDIR:
-        return f"{where}: is a folder; give the path of a file", 3
-    return f"{where}: {e.strerror or e}", 3
+    what, code = _OS_ERRORS.get(errno.errorcode.get(e.errno or 0, ""), (e.strerror or str(e), 3))
+    return f"{where}: {what}", code
 
 
 class MachineError(QuorumError):

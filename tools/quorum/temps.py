@@ -43,18 +43,16 @@ def owner(name: str, prefix: str, suffix: str = "") -> int | None:
     return int(m.group(1)) if m else None
 
 
-def sweep(folder: Path, prefix: str, suffix: str = "") -> list[Path]:
-    """Remove the temporaries in ``folder`` (not below it) made with this
-    prefix and suffix whose owner process no longer exists."""
+def _sweep(folder: Path, pid_of) -> list[Path]:
+    """Remove the entries of ``folder`` (not below it) whose name yields
+    the PID of a process that no longer exists."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for e in entries:
-        if not e.name.startswith(prefix) or not e.name.endswith(suffix):
-            continue
-        pid = owner(e.name, prefix, suffix)
+        pid = pid_of(e.name)
         if pid is None or pid == os.getpid() or _pid_alive(pid):
             continue
         try:
@@ -68,22 +66,18 @@ def sweep(folder: Path, prefix: str, suffix: str = "") -> list[Path]:
     return removed
 
 
+def sweep(folder: Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove the temporaries in ``folder`` made with this prefix and
+    suffix whose owner process no longer exists."""
+    return _sweep(folder, lambda name: owner(name, prefix, suffix))
+
+
+_ATOMIC = re.compile(r"\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+
+
 def sweep_atomic(folder: Path) -> list[Path]:
     """Leftovers of canon.atomic_write in ``folder`` (``.<name>.<pid>.<rand>.tmp``)."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for e in entries:
-        m = re.fullmatch(r"\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp", e.name)
-        if not m or e.is_dir(follow_symlinks=False):
-            continue
-        pid = int(m.group(1))
-        if pid != os.getpid() and not _pid_alive(pid):
-            try:
-                os.unlink(e.path)
-                removed.append(Path(e.path))
-            except OSError:
-                pass
-    return removed
+    def pid_of(name: str) -> int | None:
+        m = _ATOMIC.fullmatch(name)
+        return int(m.group(1)) if m else None
+    return _sweep(folder, pid_of)
