@@ -556,8 +556,8 @@ def to_dot(g: nx.DiGraph, site: Site, *, link_prefix: str = "packages/") -> str:
     # one node holding a small table, so it costs no width in the layout.
     rows = "".join(f'<tr><td bgcolor="{colour}" border="1">{word}</td></tr>'
                    for colour, word in STATUS_STYLE.values())
-    rows += '<tr><td border="1">hexagon: a gate (equality the build waits for)</td></tr>'
-    lines += [f'  legend [shape=plaintext, style=solid, label=<<table border="0" cellspacing="2" cellborder="0">'
+    rows += '<tr><td border="1">hexagon = gate (must be equal)</td></tr>'
+    lines += [f'  legend [shape=plaintext, style=solid, label=<<table border="0" cellspacing="2" cellborder="0" cellpadding="4">'
               f'<tr><td><b>legend</b></td></tr>{rows}</table>>];', "}"]
     return "\n".join(lines) + "\n"
 
