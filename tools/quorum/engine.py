@@ -71,6 +71,13 @@ class Engine:
         except _transport_errors() + (docker.errors.APIError,) as e:
             raise EngineError(f"the engine failed: {_short(e)}") from None
 
+    def describe(self) -> dict[str, str]:
+        """Kind ("docker" or "podman") and version, for attestations, where
+        they are informational: they never change an artifact's bytes."""
+        v = self._call(self.api.version)
+        names = " ".join(str(c.get("Name", "")) for c in (v.get("Components") or []) if isinstance(c, dict))
+        return {"kind": "podman" if "podman" in names.lower() else "docker", "version": str(v.get("Version", "unknown"))}
+
     # --- images -----------------------------------------------------------
     def has_image(self, image_id: str) -> bool:
         import docker.errors

@@ -262,6 +262,12 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
                       seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
     atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+    # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
+    # signs and `quorum verify` counts per role.
+    from . import attest
+    attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
+                          versions={n: result.nodes[n].version for n in result.order}, applied=applied,
+                          not_applied=not_applied, engine=b.engine_info())
     return res
 
 
