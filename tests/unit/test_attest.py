@@ -144,3 +144,143 @@ def test_rebuild_subject_must_be_the_judged_digest():
     st["subject"][0]["digest"]["sha256"] = "e" * 64
     with pytest.raises(attest.AttestError, match="subject"):
         attest.check_statement(st, "r.json")
+
+
+# --- DSSE: signed with real GnuPG keys, checked by quorum and by in-toto ----------------
+
+def _anchors(keys) -> tuple[Home, dict]:
+    """A throwaway home holding only these public keys, and their anchors."""
+    cm = Home.temporary()
+    h = cm.__enter__()
+    for k in keys:
+        h.import_keys(k.public)
+    return cm, attest.anchors_from_home(str(h.path), [k.fpr for k in keys])
+
+
+def _write(tmp_path: Path, env: dict, name="e.json") -> Path:
+    p = tmp_path / name
+    p.write_bytes(canon.dumps_pretty(env))
+    return p
+
+
+@pytest.mark.parametrize("statement", [lambda: attest.provenance(_facts()), _rebuild], ids=["provenance", "rebuild"])
+def test_signed_envelope_verified_by_quorum(keyring, tmp_path, statement):
+    st = statement()
+    carol, dave = keyring["carol"], keyring["dave"]
+    env = attest.sign_envelope(st, fingerprint=carol.fpr, homedir=str(keyring.home.path))
+    assert env["payloadType"] == "application/vnd.in-toto+json"
+    assert json.loads(base64.b64decode(env["payload"])) == st
+    cm, anchors = _anchors([carol, dave])
+    try:
+        checked = attest.verify_envelope(_write(tmp_path, env), anchors)
+        assert checked.signers == (carol.fpr,) and checked.statement == st
+        # Dave did not sign it: with only his key, nothing counts.
+        with pytest.raises(attest.AttestError, match="no good signature"):
+            attest.verify_envelope(_write(tmp_path, env), {dave.fpr: anchors[dave.fpr]})
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def test_key_with_signing_subkey_signs_with_its_primary(keyring, tmp_path):
+    erin = keyring["erin"]
+    # GnuPG would pick the signing subkey; quorum makes it use the primary,
+    # which every OpenPGP-aware DSSE verifier can represent.
+    env = attest.sign_envelope(_rebuild(), fingerprint=erin.fpr, homedir=str(keyring.home.path))
+    assert env["signatures"][0]["keyid"] == erin.fpr.lower()
+    cm, anchors = _anchors([erin])
+    try:
+        assert attest.verify_envelope(_write(tmp_path, env), anchors).signers == (erin.fpr,)
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _tamper_subject(st):
+    st["subject"][0]["digest"]["sha256"] = "9" * 64
+
+
+def _tamper_predicate(st):
+    st["predicate"]["verdict"] = "MISMATCH"
+    st["predicate"]["rebuilt"] = {"sha256": "9" * 64}
+
+
+@pytest.mark.parametrize("tamper", [_tamper_subject, _tamper_predicate], ids=["subject", "predicate"])
+def test_tampered_envelope_refused_by_quorum_and_in_toto(keyring, tmp_path, tamper):
+    from in_toto.exceptions import SignatureVerificationError
+    from in_toto.models.metadata import Envelope, Metadata
+    carol = keyring["carol"]
+    st = _rebuild()
+    env = attest.sign_envelope(st, fingerprint=carol.fpr, homedir=str(keyring.home.path))
+    bad = copy.deepcopy(st)
+    tamper(bad)
+    env["payload"] = base64.b64encode(canon.dumps(bad)).decode()
+    cm, anchors = _anchors([carol])
+    try:
+        with pytest.raises(attest.AttestError, match="no good signature"):
+            attest.verify_envelope(_write(tmp_path, env), anchors)
+        meta = Metadata.from_dict(copy.deepcopy(env))
+        assert isinstance(meta, Envelope)
+        with pytest.raises(SignatureVerificationError):
+            meta.verify_signature(_in_toto_key(anchors[carol.fpr]))
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _in_toto_key(anchor: attest.Anchor) -> dict:
+    """The anchor's primary key in in-toto's key-dict form."""
+    key = anchor.keys[0]
+    d = key.to_dict()
+    d["keyid"] = key.keyid
+    return d
+
+
+def test_in_toto_reference_implementation_verifies_quorums_envelopes(keyring, tmp_path):
+    """Interoperability: in-toto (from PyPI) checks the DSSE signature with
+    the signer's OpenPGP key, and in-toto-attestation's schemas accept the
+    Statement and the SLSA provenance predicate."""
+    from google.protobuf import json_format
+    from in_toto.models.metadata import Envelope, Metadata
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    carol = keyring["carol"]
+    prov = attest.provenance(_facts())
+    env = attest.sign_envelope(prov, fingerprint=carol.fpr, homedir=str(keyring.home.path))
+    path = _write(tmp_path, env)
+    cm, anchors = _anchors([carol])
+    try:
+        meta = Metadata.load(str(path))
+        assert isinstance(meta, Envelope)
+        meta.verify_signature(_in_toto_key(anchors[carol.fpr]))     # raises if not
+    finally:
+        cm.__exit__(None, None, None)
+    payload = json.loads(meta.payload)
+    stmt = Statement.copy_from_pb(json_format.ParseDict(payload, statement_pb2.Statement()))
+    stmt.validate()
+    # The predicate against SLSA provenance v1's schema: unknown fields
+    # would be refused.
+    pred = json_format.ParseDict(payload["predicate"], provenance_pb2.Provenance())
+    assert pred.build_definition.build_type == attest.BUILD_TYPE
+    assert len(pred.build_definition.resolved_dependencies) == len(
+        prov["predicate"]["buildDefinition"]["resolvedDependencies"])
+    Statement.copy_from_pb(json_format.ParseDict(json.loads(canon.dumps(_rebuild())),
+                                                 statement_pb2.Statement())).validate()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda e: e.update(payloadType="text/plain"), "payloadType"),
+    (lambda e: e.update(signatures=[]), "signatures"),
+    (lambda e: e["signatures"][0].update(sig="!!!"), "signatures"),
+    (lambda e: e.update(extra=1), "envelope"),
+])
+def test_malformed_envelopes_refused(keyring, tmp_path, mutate, message):
+    carol = keyring["carol"]
+    env = attest.sign_envelope(_rebuild(), fingerprint=carol.fpr, homedir=str(keyring.home.path))
+    mutate(env)
+    cm, anchors = _anchors([carol])
+    try:
+        with pytest.raises(attest.AttestError) as e:
+            attest.verify_envelope(_write(tmp_path, env), anchors)
+        assert message in str(e.value) and "e.json" in str(e.value)
+    finally:
+        cm.__exit__(None, None, None)

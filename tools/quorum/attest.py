@@ -441,19 +441,36 @@ def _sslib():
     return dsse, exceptions, gpgfn, GPGKey, GPGSigner
 
 
-def sign_envelope(statement: dict, *, signing_keyid: str, homedir: str | None) -> dict:
-    """A DSSE envelope over ``statement``, signed by GnuPG key ``signing_keyid``
-    (the primary or subkey fingerprint that will actually sign) in ``homedir``
-    (None: the user's own, with its agent and tokens)."""
-    dsse, exceptions, _gpgfn, _GPGKey, GPGSigner = _sslib()
-    keyid = signing_keyid.lower()
+def sign_envelope(statement: dict, *, fingerprint: str, homedir: str | None) -> dict:
+    """A DSSE envelope over ``statement``, signed by the *primary* key
+    ``fingerprint`` in GnuPG home ``homedir`` (None: the user's own, with
+    its agent and tokens).
+
+    The primary, not a signing subkey GnuPG would otherwise pick: the
+    library's OpenPGP key parser drops some subkeys (ed25519 signing subkeys
+    among them, seen with GnuPG 2.2/2.4), so a verifier using it — in-toto's
+    reference implementation included — could not check a subkey's
+    signature (docs/spec/attestations.md)."""
+    dsse, exceptions, gpgfn, _GPGKey, GPGSigner = _sslib()
+
+    class PrimarySigner(GPGSigner):
+        # Only the key selection differs from GPGSigner: "FPR!" makes GnuPG
+        # use exactly that key.  The signature packet is still the
+        # library's, and so are the DSSE envelope and its PAE.
+        def sign(self, payload: bytes):
+            raw = gpgfn.create_signature(payload, self.public_key.keyid + "!", self.homedir)
+            if raw["keyid"] != self.public_key.keyid:
+                raise ValueError(f"GnuPG signed with {raw['keyid']}, not {self.public_key.keyid}")
+            return self._sig_from_legacy_dict(raw)
+
+    keyid = fingerprint.lower()
     try:
         _uri, public = GPGSigner.import_(keyid, homedir)
         env = dsse.Envelope(payload=canon.dumps(statement), payload_type=PAYLOAD_TYPE, signatures={})
-        env.sign(GPGSigner(public, homedir))
+        env.sign(PrimarySigner(public, homedir))
     except (ValueError, OSError, exceptions.Error) as e:
-        raise QuorumError(f"signing an attestation with key {signing_keyid} failed: {str(e).splitlines()[0][:200]}"
-                          if str(e) else f"signing an attestation with key {signing_keyid} failed") from None
+        first = str(e).splitlines()[0][:200] if str(e) else e.__class__.__name__
+        raise QuorumError(f"signing an attestation with key {fingerprint} failed: {first}") from None
     return env.to_dict()
 
 
