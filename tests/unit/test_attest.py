@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trust_keys import keyring  # noqa: E402,F401  (fixture)
 
 from quorum import attest, canon, render  # noqa: E402
+from quorum.errors import QuorumError  # noqa: E402
 from quorum.gpg import Home  # noqa: E402
 from quorum.tree import load_tree  # noqa: E402
 
@@ -284,3 +285,112 @@ def test_malformed_envelopes_refused(keyring, tmp_path, mutate, message):
         assert message in str(e.value) and "e.json" in str(e.value)
     finally:
         cm.__exit__(None, None, None)
+
+
+# --- quorum sign + quorum verify: M distinct rebuilders per role ------------------------
+
+def _reproduced(root: Path, verdict: str = "REPRODUCED") -> None:
+    """What a reproduce leaves in out/reproduce/attestations/ (no engine)."""
+    from quorum import manifest as manifest_mod
+    man = manifest_mod.load(root / "manifests" / "manifest.json")
+    for n, e in man.entries.items():
+        rebuilt = e.digest if verdict == "REPRODUCED" else D["9"] if "9" in D else "sha256:" + "9" * 64
+        st = attest.rebuild(attest.RebuildFacts(
+            tree=man.tree, name=n, kind=e.kind, image=f"quorum-test/{n}:1.0", verdict=verdict, expected=e.digest,
+            rebuilt=rebuilt, reason="", applied={}, not_applied={}, engine={"kind": "fake", "version": "0"}))
+        attest.write_statement(attest.rebuild_path(root / "out" / "reproduce", n), st)
+
+
+@pytest.fixture
+def rebuilt_tree(tmp_path, keyring):
+    from trust_keys import COMMIT, make_tree, write_policy
+    from quorum import sign as signlib
+    root = make_tree(tmp_path / "t")
+    write_policy(root, {"maintainer": (1, [keyring["alice"]]),
+                        "rebuilder": (1, [keyring["carol"], keyring["dave"], keyring["erin"]])})
+    pol = root / "manifests" / "policy.yaml"
+    pol.write_text(pol.read_text().replace("  rebuilder:\n    threshold: 1\n",
+                                           "  rebuilder:\n    threshold: 1\n    rebuilders: 2\n"))
+    signlib.sign(root, user=keyring.home, key=keyring["alice"].fpr, images=False, release=True, commit=COMMIT)
+    return root
+
+
+def _sign_as(root, keyring, who):
+    from quorum import sign as signlib
+    return signlib.sign(root, user=keyring.home, key=keyring[who].fpr, images=False)
+
+
+def _verify(root, tmp_path):
+    from quorum import verify as verifylib
+    rep = verifylib.verify(root, state_dir=tmp_path / "state", trust_on_first_use=True, record=False)
+    return rep, next(r for r in rep.roles if r.name == "rebuilder")
+
+
+def test_verify_requires_m_distinct_rebuilders(rebuilt_tree, keyring, tmp_path):
+    root = rebuilt_tree
+    _reproduced(root)
+    rep = _sign_as(root, keyring, "carol")
+    names = sorted(p.name for p in rep.attestations)
+    assert names == ["hello.rebuild.json", "zlib.rebuild.json"]
+    report, r = _verify(root, tmp_path)
+    # Carol's manifest signature meets the threshold, but one rebuilder is not two.
+    assert len(r.signers) == 1 and r.short == {"hello": 1, "zlib": 1} and not report.ok
+    _sign_as(root, keyring, "dave")
+    report, r = _verify(root, tmp_path)
+    assert r.short == {} and report.ok, report.notes + report.problems
+
+
+def test_tampered_or_unfavourable_rebuild_attestations_do_not_count(rebuilt_tree, keyring, tmp_path):
+    root = rebuilt_tree
+    _reproduced(root)
+    _sign_as(root, keyring, "carol")
+    _sign_as(root, keyring, "dave")
+    # Dave's envelope for zlib, with its subject changed after signing.
+    p = attest.signed_dir(root / "manifests", keyring["dave"].fpr) / "zlib.rebuild.json"
+    env = json.loads(p.read_text())
+    st = json.loads(base64.b64decode(env["payload"]))
+    st["predicate"]["name"] = "hello"
+    env["payload"] = base64.b64encode(canon.dumps(st)).decode()
+    p.write_text(json.dumps(env))
+    report, r = _verify(root, tmp_path)
+    assert r.short == {"zlib": 1} and not report.ok
+    assert any("no good signature" in n and "zlib.rebuild.json" in n for n in report.notes)
+    # Carol's envelope copied into Erin's folder counts for nobody.
+    src = attest.signed_dir(root / "manifests", keyring["carol"].fpr) / "zlib.rebuild.json"
+    dst = attest.signed_dir(root / "manifests", keyring["erin"].fpr) / "zlib.rebuild.json"
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(src.read_bytes())
+    report, r = _verify(root, tmp_path)
+    assert r.short == {"zlib": 1}
+    # Erin rebuilt and got other bytes: signed, but a MISMATCH is no vote.
+    _reproduced(root, "MISMATCH")
+    _sign_as(root, keyring, "erin")
+    report, r = _verify(root, tmp_path)
+    assert r.short == {"zlib": 1} and not report.ok
+    assert any("verdict MISMATCH" in n for n in report.notes)
+
+
+def test_sign_skips_statements_about_other_digests(rebuilt_tree, keyring):
+    root = rebuilt_tree
+    _reproduced(root)
+    p = attest.rebuild_path(root / "out" / "reproduce", "zlib")
+    st = json.loads(p.read_text())
+    st["subject"][0]["digest"]["sha256"] = st["predicate"]["expected"]["sha256"] = \
+        st["predicate"]["rebuilt"]["sha256"] = "7" * 64
+    p.write_bytes(canon.dumps_pretty(st))
+    rep = _sign_as(root, keyring, "carol")
+    assert [x.name for x in rep.attestations] == ["hello.rebuild.json"]
+    assert any("not about zlib" in w for w in rep.warnings)
+
+
+def test_policy_rebuilders_is_checked(tmp_path, keyring):
+    from trust_keys import write_policy
+    from quorum import policy as policy_mod
+    pol = write_policy(tmp_path, {"maintainer": (1, [keyring["alice"]])})
+    base = pol.read_text()
+    policy_mod.load(pol)
+    for bad in ("2", "yes", "-1"):
+        pol.write_text(base.replace("    threshold: 1\n", f"    threshold: 1\n    rebuilders: {bad}\n"))
+        with pytest.raises(QuorumError) as e:
+            policy_mod.load(pol)
+        assert "roles.maintainer.rebuilders" in str(e.value)

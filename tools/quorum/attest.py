@@ -562,3 +562,103 @@ def is_fingerprint(s: str) -> bool:
 
 def is_name(s: str) -> bool:
     return bool(_NAME.match(s))
+
+
+# --- in the tree: signed envelopes under manifests/attestations/<FPR>/ --------------------
+
+def signed_dir(manifests: Path, fingerprint: str) -> Path:
+    """Each signer's envelopes in a folder named after the primary
+    fingerprint, like manifests/signatures/: a file is only ever checked
+    against the key its folder names."""
+    return Path(manifests) / "attestations" / fingerprint
+
+
+def _about(st: dict, tree: str, name: str) -> tuple[str, str]:
+    """(tree, name) a checked statement is about."""
+    p = st["predicate"]
+    if st["predicateType"] == PROVENANCE_PREDICATE:
+        ext = p["buildDefinition"]["externalParameters"]
+        return ext["tree"], ext["name"]
+    return p["tree"], p["name"]
+
+
+@dataclass
+class SignedAttestations:
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def sign_attestations(*, out: Path, manifests: Path, tree: str, digests: dict[str, str], fingerprint: str,
+                      homedir: str | None) -> SignedAttestations:
+    """Sign this machine's provenance (out/attestations/) and rebuild
+    attestations (out/reproduce/attestations/) of every artifact whose
+    statement is about the manifest's digest for it; -> what was written.
+    A statement about another digest (an older build, an older manifest)
+    is skipped and said: one signs only what the manifest names."""
+    res = SignedAttestations()
+    dest = signed_dir(manifests, fingerprint)
+    for name, digest in sorted(digests.items()):
+        for kind, src in (("provenance", provenance_path(out, name)),
+                          ("rebuild", rebuild_path(Path(out) / "reproduce", name))):
+            if not src.exists() and not src.is_symlink():
+                continue
+            try:
+                st = load_statement(src)
+            except QuorumError as e:
+                res.notes.append(f"not signed: {e}")
+                continue
+            want = PROVENANCE_PREDICATE if kind == "provenance" else REBUILD_PREDICATE
+            if (st["predicateType"] != want or _about(st, tree, name) != (tree, name)
+                    or "sha256:" + st["subject"][0]["digest"]["sha256"] != digest):
+                res.notes.append(f"not signed: {src} is not about {name} {digest} of tree {tree}")
+                continue
+            target = dest / f"{name}.{kind}.json"
+            canon.atomic_write(target, canon.dumps_pretty(sign_envelope(st, fingerprint=fingerprint, homedir=homedir)))
+            res.written.append(target)
+    return res
+
+
+@dataclass
+class RebuildCount:
+    """Per package, the distinct anchors whose signed rebuild attestation
+    says REPRODUCED for the manifest's digest."""
+    by_package: dict[str, set[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def count_rebuilders(*, homedir: str, manifests: Path, tree: str, digests: dict[str, str],
+                     fingerprints: list[str], unusable: set[str]) -> RebuildCount:
+    """Check every anchor's rebuild envelopes (in a throwaway home holding
+    the anchors, ``homedir``).  ``unusable``: primaries and subkeys that are
+    revoked or expired, whose signatures must not count."""
+    res = RebuildCount(by_package={n: set() for n in digests})
+    top = Path(manifests) / "attestations"
+    if top.is_symlink() or (top.exists() and not top.is_dir()):
+        res.notes.append(f"{top}: not a real folder; no attestation in it counts")
+        return res
+    usable = [f for f in fingerprints if f not in unusable]
+    anchors = anchors_from_home(homedir, usable, unusable) if usable else {}
+    for fpr in sorted(anchors):
+        d = signed_dir(manifests, fpr)
+        if d.is_symlink():
+            res.notes.append(f"{d}: a symbolic link; its attestations do not count")
+            continue
+        for name, digest in sorted(digests.items()):
+            p = d / f"{name}.rebuild.json"
+            if not p.exists() and not p.is_symlink():
+                continue
+            try:
+                checked = verify_envelope(p, {fpr: anchors[fpr]})
+            except QuorumError as e:
+                res.notes.append(f"not counted: {e}")
+                continue
+            st = checked.statement
+            if st["predicateType"] != REBUILD_PREDICATE or _about(st, tree, name) != (tree, name):
+                res.notes.append(f"not counted: {p}: not a rebuild attestation of {name} in tree {tree}")
+            elif "sha256:" + st["subject"][0]["digest"]["sha256"] != digest:
+                res.notes.append(f"not counted: {p}: about {name} at another digest than the manifest's")
+            elif st["predicate"]["verdict"] != "REPRODUCED":
+                res.notes.append(f"{p}: {fpr} rebuilt {name} with verdict {st['predicate']['verdict']}")
+            else:
+                res.by_package[name].add(fpr)
+    return res

@@ -153,6 +153,11 @@ def render(report: verifylib.Report) -> str:
         who = "\n".join(f"{n or '?'}  {f}" for f, n in r.signers) or "-"
         word = "ok" if r.ok else ("NOT MET" if r.policy_trusted else "POLICY NOT APPROVED")
         verdict = f"{word} ({len(r.signers)}/{r.threshold})"
+        if r.rebuilders:
+            # Rebuild attestations (docs/spec/attestations.md).
+            verdict += (f"; rebuilt by {r.rebuilders}+ each" if not r.short else
+                        f"; {len(r.short)} artifact(s) rebuilt by fewer than {r.rebuilders}: "
+                        + ", ".join(f"{n} ({c})" for n, c in sorted(r.short.items())[:5]))
         rows.append([r.name, str(r.threshold), who, verdict])
     lines.append(table(rows, ["role", "threshold", "signed by (name, fingerprint)", "verdict"]))
     uncounted = [c for c in report.signatures if c.problem]
