@@ -125,6 +125,8 @@ def cmd_sign(args) -> int:
     print(f"wrote   {report.signature}")
     print(f"logged  entry {report.log_entry['seq']} in manifests/log.jsonl")
     print(f"wrote   {len(report.images)} image signature(s) below manifests/sigstore/")
+    if report.attestations:
+        print(f"wrote   {len(report.attestations)} signed attestation(s) below manifests/attestations/")
     for w in report.warnings:
         print(f"warning: {w}")
     return 0
