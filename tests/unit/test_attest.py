@@ -394,3 +394,26 @@ def test_policy_rebuilders_is_checked(tmp_path, keyring):
         with pytest.raises(QuorumError) as e:
             policy_mod.load(pol)
         assert "roles.maintainer.rebuilders" in str(e.value)
+
+
+def test_revoked_rebuilder_does_not_count(tmp_path, keyring):
+    from trust_keys import COMMIT, make_tree, odd_key, write_policy
+    from quorum import manifest as manifest_mod, sign as signlib
+    revoked = odd_key(keyring, "revoked")
+    root = make_tree(tmp_path / "t", {"hello": b"hello\n"})
+    pol = write_policy(root, {"maintainer": (1, [keyring["alice"]]),
+                              "rebuilder": (1, [keyring["carol"], revoked.key])})
+    pol.write_text(pol.read_text().replace("  rebuilder:\n    threshold: 1\n",
+                                           "  rebuilder:\n    threshold: 1\n    rebuilders: 2\n"))
+    signlib.sign(root, user=keyring.home, key=keyring["alice"].fpr, images=False, release=True, commit=COMMIT)
+    _reproduced(root)
+    _sign_as(root, keyring, "carol")
+    # The revoked key's owner still has a home where it signs as ever.
+    st = attest.load_statement(attest.rebuild_path(root / "out" / "reproduce", "hello"))
+    env = attest.sign_envelope(st, fingerprint=revoked.key.fpr, homedir=str(revoked.home))
+    p = attest.signed_dir(root / "manifests", revoked.key.fpr) / "hello.rebuild.json"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(canon.dumps_pretty(env))
+    report, r = _verify(root, tmp_path)
+    assert r.short == {"hello": 1} and not report.ok
+    assert manifest_mod.load(root / "manifests" / "manifest.json").entries["hello"]

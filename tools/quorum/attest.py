@@ -482,21 +482,26 @@ class Anchor:
     keys: tuple[Any, ...]                     # securesystemslib GPGKey, one per usable part
 
 
-def anchors_from_home(homedir: str, fingerprints: list[str], unusable: set[str] = frozenset()) -> dict[str, Anchor]:
+def anchors_from_home(homedir: str, fingerprints: list[str], unusable: set[str] = frozenset(),
+                      notes: list[str] | None = None) -> dict[str, Anchor]:
     """The securesystemslib keys of anchors already imported into a
     throwaway GnuPG home.  ``unusable``: (sub)key fingerprints that are
     revoked or expired, which must not count (securesystemslib ignores
-    validity)."""
+    validity).  A key the library cannot represent is left out (and said
+    in ``notes``): its envelopes count for nobody, the other anchors still work."""
     _dsse, exceptions, gpgfn, GPGKey, _GPGSigner = _sslib()
     out = {}
     for fpr in fingerprints:
         try:
             bundle = gpgfn.export_pubkey(fpr.lower(), homedir)
+            parts = [bundle] + list(bundle.get("subkeys", {}).values())
+            keys = tuple(GPGKey(p["keyid"], p["type"], p["method"], p["keyval"]) for p in parts
+                         if p["keyid"].upper() not in unusable)
         except Exception as e:  # noqa: BLE001 - securesystemslib raises many kinds for odd keys
-            raise AttestError(f"cannot read anchor key {fpr} for attestations: {str(e)[:160]}") from None
-        parts = [bundle] + list(bundle.get("subkeys", {}).values())
-        keys = tuple(GPGKey(p["keyid"], p["type"], p["method"], p["keyval"]) for p in parts
-                     if p["keyid"].upper() not in unusable)
+            if notes is None:
+                raise AttestError(f"cannot read anchor key {fpr} for attestations: {str(e)[:160]}") from None
+            notes.append(f"anchor {fpr}: its key cannot be used for attestations ({str(e)[:160]})")
+            continue
         out[fpr] = Anchor(fingerprint=fpr, keys=keys)
     return out
 
@@ -597,6 +602,10 @@ def sign_attestations(*, out: Path, manifests: Path, tree: str, digests: dict[st
     is skipped and said: one signs only what the manifest names."""
     res = SignedAttestations()
     dest = signed_dir(manifests, fingerprint)
+    for d in (dest.parent, dest):
+        # Writing through a linked folder would put files outside the tree.
+        if d.is_symlink() or (d.exists() and not d.is_dir()):
+            raise AttestError("must be a real folder inside the tree", file=str(d))
     for name, digest in sorted(digests.items()):
         for kind, src in (("provenance", provenance_path(out, name)),
                           ("rebuild", rebuild_path(Path(out) / "reproduce", name))):
@@ -637,7 +646,7 @@ def count_rebuilders(*, homedir: str, manifests: Path, tree: str, digests: dict[
         res.notes.append(f"{top}: not a real folder; no attestation in it counts")
         return res
     usable = [f for f in fingerprints if f not in unusable]
-    anchors = anchors_from_home(homedir, usable, unusable) if usable else {}
+    anchors = anchors_from_home(homedir, usable, unusable, res.notes) if usable else {}
     for fpr in sorted(anchors):
         d = signed_dir(manifests, fpr)
         if d.is_symlink():
