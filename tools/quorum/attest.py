@@ -204,6 +204,49 @@ def provenance(f: BuildFacts) -> dict:
     }
 
 
+def write_provenance(tree, out: Path, name: str, img, results: dict, *, settings, engine: dict[str, str]) -> Path:
+    """Write out/attestations/<name>.provenance.json for the artifact ``img``
+    just built, from what the build used: the same rendering (with the
+    build's settings), the tree's sources and files, and the digests of the
+    nodes it was built on (``results``: the builder's NodeResults)."""
+    from . import render
+    from .imageref import reference
+
+    def image(n: str) -> str:
+        return str(reference(tree.config.namespace, n, results[n].version))
+
+    epoch = tree.config.source_date_epoch
+    if name in tree.seeds:
+        node = tree.seeds[name]
+        materials = seed_materials(node)
+    else:
+        node = tree.packages[name]
+        seed_name = node.seed or tree.config.default_seed
+        ref = (lambda n: render.DepRef(name=n, image=results[n].config_digest))
+        rendered = render.render(node, seed_image=ref(seed_name).image if seed_name else None,
+                                 deps=[ref(d) for d in node.deps], epoch=epoch, settings=settings)
+        on = ([("seed", seed_name)] if seed_name else []) + [("dependency", d) for d in node.deps]
+        built_on = [Built(role=role, name=n, image=image(n), digest=results[n].digest,
+                          config_digest=results[n].config_digest) for role, n in on]
+        materials = package_materials(node, rendered, built_on, render.file_hashes(node))
+    r = results[name]
+    facts = BuildFacts(tree=tree.config.name, name=name, kind=r.kind, version=r.version, image=image(name),
+                       digest=img.digest, config_digest=img.config_digest, layer_digest=img.layer.digest,
+                       input_hash=r.input_hash or "", definition=_relative(node.definition_file, tree.root),
+                       epoch=epoch, materials=materials, engine=engine)
+    path = provenance_path(out, name)
+    write_statement(path, provenance(facts))
+    return path
+
+
+def _relative(path: Path, root: Path) -> str:
+    """A definition's path inside the tree (never the checkout's location)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def provenance_path(out: Path, name: str) -> Path:
     return Path(out) / "attestations" / f"{name}.provenance.json"
 

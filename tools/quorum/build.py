@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import graph as graphmod
-from . import imageref, inputs, manifest, oci, render, seed as seedmod, temps
+from . import attest, imageref, inputs, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Engine
 from .errors import BuildError, EngineError, FetchError, QuorumError
 from .fetch import SourceCache
@@ -484,9 +484,10 @@ class Builder:
     def _publish(self, name: str, layout: Path, img: oci.Image, r: NodeResult, t0: float) -> None:
         rec = Record(name=name, kind=r.kind, version=r.version, digest=img.digest, config_digest=img.config_digest,
                      layer_digest=img.layer.digest, input_hash=r.input_hash, size=img.size)
-        # Provenance first: a record (what makes the artifact count as built)
-        # never exists without it.
-        self._write_provenance(name, img, r)
+        # Provenance first (docs/spec/attestations.md): a record, which makes
+        # the artifact count as built, never exists without it.
+        attest.write_provenance(self.tree, self.store.out, name, img, self.results, settings=self.opt.settings,
+                                engine=self.engine_info())
         self.store.publish(layout, rec)
         r.status, r.digest, r.config_digest, r.size = "built", img.digest, img.config_digest, img.size
         r.layer_digest = img.layer.digest
@@ -497,32 +498,6 @@ class Builder:
             pass  # a tag is a convenience for people; the digest is what counts
         self.emit({"event": "built", "name": name, "digest": img.digest, "size": img.size,
                    "seconds": round(r.seconds, 3)})
-
-    def _write_provenance(self, name: str, img: oci.Image, r: NodeResult) -> None:
-        """out/attestations/<name>.provenance.json (docs/spec/attestations.md),
-        from what this build used: the same rendering, sources and digests."""
-        from . import attest
-        epoch = self.tree.config.source_date_epoch
-        if name in self.tree.seeds:
-            node = self.tree.seeds[name]
-            materials = attest.seed_materials(node)
-        else:
-            node = self.tree.packages[name]
-            seed_name = node.seed or self.tree.config.default_seed
-            seed_ref = self._ref(seed_name) if seed_name else None
-            deps = [self._ref(d) for d in node.deps]
-            rendered = render.render(node, seed_image=seed_ref.image if seed_ref else None, deps=deps, epoch=epoch,
-                                     settings=self.opt.settings)
-            built_on = [attest.Built(role=role, name=n, image=str(self._image_ref(n)), digest=self.results[n].digest,
-                                     config_digest=self.results[n].config_digest)
-                        for role, n in ([("seed", seed_name)] if seed_name else []) + [("dependency", d) for d in node.deps]]
-            materials = attest.package_materials(node, rendered, built_on, render.file_hashes(node))
-        facts = attest.BuildFacts(
-            tree=self.tree.config.name, name=name, kind=r.kind, version=r.version, image=str(self._image_ref(name)),
-            digest=img.digest, config_digest=img.config_digest, layer_digest=img.layer.digest,
-            input_hash=r.input_hash or "", definition=_relative(node.definition_file, self.tree.root), epoch=epoch,
-            materials=materials, engine=self.engine_info())
-        attest.write_statement(attest.provenance_path(self.store.out, name), attest.provenance(facts))
 
     def engine_info(self) -> dict[str, str]:
         """The engine's kind and version, as strings (informational in
@@ -606,14 +581,6 @@ class _Log:
         self.f.close()
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, final)
-
-
-def _relative(path: Path, root: Path) -> str:
-    """A definition's path inside the tree (never the checkout's location)."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
 
 
 def build(tree: Tree, **kw) -> Result:
