@@ -326,7 +326,7 @@ def _verify(root, tmp_path):
     return rep, next(r for r in rep.roles if r.name == "rebuilder")
 
 
-def test_verify_requires_m_distinct_rebuilders(rebuilt_tree, keyring, tmp_path):
+def test_verify_requires_m_distinct_rebuilders(rebuilt_tree, keyring, tmp_path, capsys):
     root = rebuilt_tree
     _reproduced(root)
     rep = _sign_as(root, keyring, "carol")
@@ -335,9 +335,16 @@ def test_verify_requires_m_distinct_rebuilders(rebuilt_tree, keyring, tmp_path):
     report, r = _verify(root, tmp_path)
     # Carol's manifest signature meets the threshold, but one rebuilder is not two.
     assert len(r.signers) == 1 and r.short == {"hello": 1, "zlib": 1} and not report.ok
+    from quorum.cli import main
+    state = ["--state-dir", str(tmp_path / "cli-state"), "--trust-on-first-use"]
+    assert main(["verify", "--tree", str(root), *state]) == 1
+    assert "2 artifact(s) rebuilt by fewer than 2: hello (1), zlib (1)" in capsys.readouterr().out
     _sign_as(root, keyring, "dave")
     report, r = _verify(root, tmp_path)
     assert r.short == {} and report.ok, report.notes + report.problems
+    assert main(["verify", "--tree", str(root), "--json", *state]) == 0
+    roles = {x["role"]: x for x in json.loads(capsys.readouterr().out)["roles"]}
+    assert roles["rebuilder"]["rebuilders"] == 2 and roles["rebuilder"]["short_of_rebuilders"] == {}
 
 
 def test_tampered_or_unfavourable_rebuild_attestations_do_not_count(rebuilt_tree, keyring, tmp_path):
