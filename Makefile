@@ -12,7 +12,7 @@ Q        := $(VENV)/bin/quorum
 JOBS     ?= 2
 STAMP    := $(VENV)/.installed
 
-.PHONY: all build fetch graph reproduce sign verify audit test test-deps unit bench clean distclean help
+.PHONY: all build fetch graph report reproduce sign verify audit test test-deps unit bench clean distclean help
 
 all: build
 
@@ -29,11 +29,17 @@ build: $(STAMP)
 fetch: $(STAMP)
 	$(Q) fetch
 
+# The build order as text, and the same picture as the report's (out/graph.svg).
 graph: $(STAMP)
 	$(Q) graph
+	$(Q) report --graph-only
+
+# The static dashboard: out/report/index.html (docs/report.md).
+report: $(STAMP)
+	$(Q) report
 
 reproduce: $(STAMP)
-	$(Q) reproduce $(if $(filter clean,$(MAKECMDGOALS)),--all)
+	$(Q) reproduce -j $(JOBS) $(if $(filter clean,$(MAKECMDGOALS)),--all)
 
 sign: $(STAMP)
 	$(Q) sign

@@ -72,6 +72,7 @@ def fixture_tree(tmp_path, locked_seed_text) -> Path:
 TOOL_PACKAGES = {
     "skopeo": "skopeo", "umoci": "umoci", "podman": "podman", "gpg": "gnupg", "gpg-agent": "gpg-agent",
     "docker-registry": "docker-registry", "docker": "docker.io", "runc": "runc",
+    "dot": "graphviz", "chromium": "chromium",
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from quorum import build as buildlib
+from quorum import reproduce as repro
 from quorum import seed as seedmod
 from quorum.fetch import SourceCache
 from quorum.tree import load_tree
@@ -20,6 +21,10 @@ from quorum.tree import load_tree
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 STAGES = ["tcc-stage1-gcc", "tcc-stage1-clang", "tcc-stage2-gcc", "tcc-stage2-clang"]
+# The toolchain of packages/ and its fastest package: rebuilt under every
+# variation by test_default_tree_reproduces_under_every_variation.
+TOOLCHAIN = ["musl", "tcc-musl"]
+PACKAGES = ["zlib"]
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +33,14 @@ def ddc_tree(tmp_path_factory) -> Path:
     (t / "bootstrap").mkdir(parents=True)
     shutil.copy(ROOT / "quorum.yaml", t / "quorum.yaml")
     shutil.copytree(ROOT / "bootstrap" / "seeds", t / "bootstrap" / "seeds")
-    for s in STAGES:
+    for s in STAGES + TOOLCHAIN:
         shutil.copytree(ROOT / "bootstrap" / s, t / "bootstrap" / s)
+    for p in PACKAGES:
+        shutil.copytree(ROOT / "packages" / p, t / "packages" / p)
     (t / "manifests").mkdir()
     tree = load_tree(t)
     cache = SourceCache()
-    for s in ("gcc", "clang"):
+    for s in ("gcc", "clang", "tools"):
         seedmod.write_lock(tree.seeds[s], seedmod.lock(tree.seeds[s], cache))
     return t
 
@@ -52,3 +59,21 @@ def test_stage2_compilers_are_bit_identical(ddc_tree, engine):
     # the agreement above is evidence, not a coincidence of identical inputs.
     assert res.nodes["tcc-stage1-gcc"].layer_digest != res.nodes["tcc-stage1-clang"].layer_digest
     assert [e for e in events if e["event"] == "gate"][0]["result"] == "pass"
+
+
+def test_default_tree_reproduces_under_every_variation(ddc_tree, engine):
+    """The default tree's own definitions, not a fixture made to pass: musl,
+    the musl TinyCC and zlib, rebuilt with every cache off and every
+    variation on, must come out bit-identical.  Guards against a package
+    change that embeds the build path (TinyCC's -g), follows the umask, the
+    build user."""
+    # the whole (small) tree: only a full build writes the manifest that
+    # reproduce compares with
+    res = buildlib.build(load_tree(ddc_tree), engine=engine, options=buildlib.Options(jobs=2))
+    assert res.ok, [(r.name, r.error, r.log_tail[-5:]) for r in res.failed()]
+    r = repro.reproduce(load_tree(ddc_tree), packages=TOOLCHAIN + PACKAGES, jobs=2, engine=engine,
+                        diffoscope=False)
+    assert {v.name: v.verdict for v in r.verdicts} == {n: "REPRODUCED" for n in TOOLCHAIN + PACKAGES}, \
+        [(v.name, v.verdict, v.reason, v.diff_text) for v in r.verdicts if v.verdict != "REPRODUCED"]
+    assert {"build_path", "timezone", "umask", "cpus", "environment", "user"} <= set(r.applied)
+    assert "tcc-musl" in r.applied["user"]      # needs-root: named, not hidden

@@ -280,3 +280,15 @@ def test_new_digest_from_unchanged_inputs_is_reported_and_not_written(fixture_tr
     p = run_quorum("build", "--tree", str(fixture_tree), "--no-cache", "--accept-new-digests", "--json")
     assert p.returncode == 0, p.stderr
     assert man.read_bytes() != before
+
+
+def test_the_exported_layer_is_counted_against_the_build(fixture_tree, engine):
+    """#9 item 5: the prelude counts /rootfs in the container and the
+    exported layer must match (the mismatch itself is unit-tested: no
+    engine here drops files on demand)."""
+    add_package(fixture_tree, "counted", "name: counted\nversion: '1'\nbuild: |\n"
+                f"  mkdir -p $DESTDIR/a/b\n  echo {time.time_ns()} > $DESTDIR/a/b/f\n")
+    res, _ = build(fixture_tree, engine, targets=("counted",))
+    assert res.ok, res.failed()
+    log = (fixture_tree / "out" / "logs" / "counted.log").read_text()
+    assert "quorum-layer-entries: 3" in log

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_tool, run_quorum
 from quorum import build as buildlib
 from quorum import imageref
 from quorum.engine import Engine
@@ -195,3 +195,19 @@ def test_the_tree_through_podman_gives_dockers_manifest_byte_for_byte(built, pod
     assert all(r.status == "built" for r in res.nodes.values())
     assert (tree_dir / "manifests" / "manifest.json").read_bytes() == \
         (docker_tree / "manifests" / "manifest.json").read_bytes()
+
+
+def test_reproduce_on_podman_names_both_engines(built, podman_service):
+    """#8 item 2: a rebuild on another engine (Podman's API here), judged
+    against the Docker build, and the report names both engines."""
+    docker_tree, _, _ = built
+    p = run_quorum("reproduce", "--tree", str(docker_tree), "--engine", podman_service, "--json", "base",
+                   timeout=900)
+    doc = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert [(v["name"], v["verdict"]) for v in doc["verdicts"]] == [("base", "REPRODUCED")]
+    assert doc["complete"] is True
+    assert doc["rebuild_engine"]["kind"] == "Podman" and doc["rebuild_engine"]["endpoint"] == podman_service
+    assert doc["build_engine"]["kind"] == "Docker"
+    for facts in (doc["rebuild_engine"], doc["build_engine"]):
+        assert facts["kernel"] and facts["os"] and facts["cpus"] >= 1

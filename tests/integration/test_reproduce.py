@@ -13,6 +13,7 @@ from conftest import run_quorum
 from quorum import build as buildlib
 from quorum import reproduce as repro
 from quorum.engine import Engine
+from quorum.store import Store
 from quorum.tree import load_tree
 from treeutil import add_package
 
@@ -21,15 +22,17 @@ pytestmark = pytest.mark.engine
 LEAKY = """\
 name: leaky
 version: "1"
-description: leaks the host name, the wall clock, the CPU count and the umask
+description: >-
+  leaks the host name, the wall clock, the CPU count, the umask and the
+  build user
 build: |
   mkdir -p "$DESTDIR/leak"
   hostname > "$DESTDIR/leak/hostname"
   date +%s > "$DESTDIR/leak/clock"
   nproc > "$DESTDIR/leak/cpus"
   echo stable > "$DESTDIR/leak/umask-file"
-  chmod 0644 "$DESTDIR/leak/hostname" "$DESTDIR/leak/clock" "$DESTDIR/leak/cpus"
-  chmod 0755 "$DESTDIR/leak"
+  id -u > "$DESTDIR/leak/uid"
+  chmod 0644 "$DESTDIR/leak/hostname" "$DESTDIR/leak/clock" "$DESTDIR/leak/cpus" "$DESTDIR/leak/uid"
 """
 
 
@@ -39,9 +42,20 @@ def test_fixture_tree_reproduces_under_every_variation(fixture_tree, engine):
     r = repro.reproduce(load_tree(fixture_tree), all_=True, jobs=2, engine=engine)
     assert {v.name: v.verdict for v in r.verdicts} == {n: "REPRODUCED" for n in res.order}
     assert r.exit_code == 0
-    assert set(r.applied) >= {"build_path", "timezone", "locale", "umask", "cpus", "environment", "hostname",
-                              "clock"}
+    assert set(r.applied) >= {"build_path", "timezone", "umask", "cpus", "environment", "hostname", "user"}
+    # never claimed when they could not act: the fixture seed (busybox) has
+    # no locale data, no container can move the wall clock, and this engine
+    # has no exec-able tmpfs to list folders in another order
+    assert "no locale data" in r.not_applied["locale"]
+    assert {"clock", "file_order"} <= set(r.not_applied)
     assert json.loads((fixture_tree / "out/reproduce/report.json").read_text())["exit_code"] == 0
+    # A second reproduce while one runs stops before touching out/reproduce/.
+    marker = fixture_tree / "out/reproduce/.store/still-here"
+    marker.write_text("x")
+    with Store(fixture_tree / "out/reproduce").lock():
+        p = run_quorum("reproduce", "--tree", str(fixture_tree), "base")
+    assert p.returncode == 3, p.stderr
+    assert str(fixture_tree / "out/reproduce/.quorum/lock") in p.stderr and marker.exists()
 
 
 def test_leaky_package_is_a_mismatch_and_the_diff_names_files_and_lines(fixture_tree, engine):
@@ -52,12 +66,28 @@ def test_leaky_package_is_a_mismatch_and_the_diff_names_files_and_lines(fixture_
     assert p.returncode == 1, p.stdout + p.stderr
     out = p.stdout
     assert "MISMATCH" in out
-    for f in ("leak/hostname", "leak/clock", "leak/cpus", "leak/umask-file"):
-        assert f in out, f
-    # the differing lines themselves: the CPU count went from 2 to 1
-    assert "-2" in out and "+1" in out
-    assert "mode: 0644 -> 0664" in out        # umask 022 -> 002 on the unchmodded file
     d = fixture_tree / "out" / "reproduce" / "leaky"
+    for f in ("leak/hostname", "leak/clock", "leak/cpus", "leak/umask-file", "leak/uid"):
+        assert f in out, f
+    # the differing lines themselves: the CPU count went from 2 to 1, the
+    # build user from root to 4242
+    assert "-2" in out and "+1" in out
+    assert "-0" in out and "+4242" in out
+    assert "mode: 0644 -> 0664" in out        # umask 022 -> 002 on the unchmodded file
+    # the leak/ folder was made by mkdir -p under umask 002: the prelude
+    # gives folders fixed modes, so it is not among the differences
+    assert "~ leak\n" not in out
+    # the note is under the table, whole, with the reports and the command
+    # that looks deeper at the two kept layer blobs
+    assert "[1] leaky: digests differ" in out and str(d / "diff.txt") in out
+    assert "diffoscope on the two kept layers: diffoscope --html" in out and "/rebuilt/blobs/sha256/" in out
+    report = json.loads((fixture_tree / "out/reproduce/report.json").read_text())
+    assert {"clock", "file_order"} <= set(report["not_applied"]) and "user" in report["applied"]
+    # --json: the last event says the reproduction did not succeed
+    p = run_quorum("reproduce", "--tree", str(fixture_tree), "--json", "--no-diffoscope", "leaky")
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    finish = [e for e in events if e.get("event") == "finish"]
+    assert len(finish) == 1 and finish[0]["ok"] is False and finish[0]["verdicts"]["MISMATCH"] == 1, p.stdout
     assert (d / "original").is_dir() and (d / "rebuilt").is_dir() and (d / "diff.txt").exists()
     assert json.loads((d / "diff.json").read_text())
 
@@ -142,6 +172,7 @@ def test_engine_vanishing_mid_rebuild_is_failed_not_mismatch(fixture_tree, engin
 
 def test_vary_parsing():
     assert repro.parse_vary("-all,+timezone") == {"timezone"}
+    assert {"file_order", "user", "clock", "locale"} <= repro.parse_vary(None)
     assert "umask" not in repro.parse_vary("+all,-umask")
     with pytest.raises(Exception, match="unknown variation"):
         repro.parse_vary("+nope")

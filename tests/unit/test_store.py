@@ -72,3 +72,38 @@ def test_lock_excludes_a_second_writer(tmp_path):
         with pytest.raises(QuorumError, match="another quorum process"):
             with Store(tmp_path / "out").lock():
                 pass
+
+
+def test_a_held_lock_names_its_file_and_holder_and_exits_3(tmp_path):
+    import os
+    import pytest
+    from quorum.errors import LockedError
+    s = Store(tmp_path / "out")
+    with s.lock():
+        with pytest.raises(LockedError) as e:
+            with Store(tmp_path / "out").lock():
+                pass
+    assert e.value.exit_code == 3
+    assert str(tmp_path / "out" / ".quorum" / "lock") in str(e.value) and f"PID {os.getpid()}" in str(e.value)
+    with Store(tmp_path / "out").lock():    # released at the end of the block
+        pass
+
+
+def test_keep_while_holds_the_lock_until_the_last_worker_stops(tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    import pytest
+    from quorum.errors import LockedError
+    go = threading.Event()
+    pool = ThreadPoolExecutor(1)
+    fut = pool.submit(go.wait)
+    with Store(tmp_path / "out").lock() as held:
+        held.keep_while([fut])
+    with pytest.raises(LockedError):          # the worker still runs: still held
+        with Store(tmp_path / "out").lock():
+            pass
+    go.set()
+    fut.result()
+    pool.shutdown()
+    with Store(tmp_path / "out").lock():
+        pass

@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -303,9 +304,12 @@ class StandInEngine:
     "produces" a one-file layer.  Everything else — input hashes, layouts,
     records, the manifest — is the real code's."""
 
+    endpoint = "stand-in"
+
     def __init__(self):
         self._names: dict[str, str] = {}
         self.builds = 0
+        self.cancelled = threading.Event()
 
     def has_image(self, image_id: str) -> bool:
         return True
@@ -316,10 +320,17 @@ class StandInEngine:
     def tag(self, image_id: str, repo: str, tag: str) -> None:
         pass
 
-    def remove_image(self, image_id: str) -> None:
-        pass
+    def release(self, image_id: str, owner: str) -> int:
+        return 0
 
-    def build(self, context, *, dockerfile: str = "Containerfile", opts=None, on_line=lambda s: None) -> str:
+    def cancel_builds(self) -> None:
+        self.cancelled.set()
+
+    def answers(self) -> bool:
+        return True
+
+    def build(self, context, *, dockerfile: str = "Containerfile", opts=None, on_line=lambda s: None,
+              owner: str | None = None, args: dict | None = None) -> str:
         with tarfile.open(fileobj=context, mode="r:") as tf:
             text = tf.extractfile(dockerfile).read().decode()
         first = text.splitlines()[0] if text else ""

@@ -25,10 +25,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import canon
 from . import graph as graphmod
-from . import attest, imageref, inputs, manifest, oci, render, seed as seedmod, temps
-from .engine import BuildOptions, Engine
-from .errors import BuildError, EngineError, FetchError, QuorumError
+from . import attest, imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
+from .engine import BuildOptions, Cancelled, Engine, new_owner
+from .errors import BuildError, EngineError, FetchError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
 from .model import Package, Seed, Tree
 from .store import Record, Store
@@ -112,6 +113,29 @@ class Result:
 
 
 LOG_TAIL = 25
+ENGINE_FILE = Path(".quorum") / "engine.json"
+
+
+def recorded_engine(store: Store) -> dict | None:
+    """The facts the last build that built anything into ``store`` recorded
+    about its engine (reproduce names it beside the rebuild's engine)."""
+    from .safeio import load_json
+    try:
+        doc = load_json(store.out / ENGINE_FILE, limit=1 << 16)
+    except QuorumError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _record_engine(store: Store, engine) -> None:
+    try:
+        facts = engine.facts()
+    except (QuorumError, AttributeError):
+        return      # a stand-in engine, or one that stopped answering: nothing to record
+    canon.atomic_write(store.out / ENGINE_FILE, canon.dumps_pretty(facts.to_json()))
+# Seconds an interrupted build gives its workers to stop before it returns
+# (the CLI then exits; the lock goes with the process).
+INTERRUPT_GRACE = 1.2
 
 
 class Builder:
@@ -134,6 +158,9 @@ class Builder:
         # engine): ours, or the one reused from.
         self._store_of: dict[str, Store] = {}
         self.gates: dict[str, dict] = {}
+        # Names this run's engine images (see Engine.release): only images
+        # whose making step carries it are ever removed by this run.
+        self.owner = new_owner()
         self._engine_info: dict[str, str] | None = None
 
     def emit(self, event: dict) -> None:
@@ -198,9 +225,13 @@ class Builder:
                     r.status, r.error = "skipped", f"{because} failed"
                     self.emit({"event": "skipped", "name": d, "because": because})
 
-        with self.store.lock():
+        with self.store.lock() as held:
+            # Everything in out/.tmp/ was staged by a holder of this lock,
+            # and a holder keeps it until its last worker stops: so now
+            # its owners are provably gone.
             self.store.clean_tmp()
-            with ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="build") as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, self.opt.jobs), thread_name_prefix="build")
+            try:
                 while ready or running:
                     # Decide everything that can be decided without the
                     # engine first (input hashes, cache hits): a no-op build
@@ -225,7 +256,7 @@ class Builder:
                         self.results[n].status = "running"
                         self.emit({"event": "start", "name": n, "kind": self.results[n].kind,
                                    "input_hash": self.results[n].input_hash})
-                        running[pool.submit(job)] = n
+                        running[pool.submit(self._with_retry, n, job)] = n
                     if not running:
                         break
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -240,20 +271,32 @@ class Builder:
                             self._record_failure(n, e, kind)
                             fail_descendants(n)
                             stop = stop or not self.opt.keep_going
-                        except Exception as e:
-                            # A bug in quorum or the machine (disk full, ...):
+                        except OSError as e:
+                            # The machine (disk full, I/O error, permissions):
                             # never the package's fault, so never a "build"
                             # failure that reproduce could call a MISMATCH.
+                            msg, _ = describe_os_error(e)
+                            self._record_failure(n, MachineError(msg), "machine")
+                            fail_descendants(n)
+                            stop = stop or not self.opt.keep_going
+                        except Exception as e:
+                            # A bug in quorum: said as such, with where it happened.
                             import traceback
                             err = QuorumError(f"internal error: {e.__class__.__name__}: {e}")
                             self._record_failure(n, err, "internal")
                             self.results[n].log_tail = traceback.format_exc().splitlines()[-12:]
                             fail_descendants(n)
                             stop = stop or not self.opt.keep_going
-                for n in order:  # whatever was never started because of a stop
-                    if self.results[n].status == "queued":
-                        self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
-                        self.emit({"event": "skipped", "name": n, "because": "stop"})
+            except KeyboardInterrupt:
+                self._interrupt(pool, running, held)
+                raise
+            finally:
+                if not self.engine_cancelled():
+                    pool.shutdown(wait=True)
+            for n in order:  # whatever was never started because of a stop
+                if self.results[n].status == "queued":
+                    self.results[n].status, self.results[n].error = "skipped", "build stopped after a failure"
+                    self.emit({"event": "skipped", "name": n, "because": "stop"})
 
             result = Result(nodes=self.results, order=order, gates=self.gates)
             if result.ok:   # every node built or cached, every gate passed
@@ -262,10 +305,49 @@ class Builder:
                     self._check_drift(result)
                 if not self.opt.targets and self.opt.write_manifest and not result.drifted:
                     self._write_manifest(result)
+        if any(r.status == "built" for r in self.results.values()):
+            _record_engine(self.store, self.engine)
         result.seconds = time.monotonic() - t0
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
                    "manifest_changed": result.manifest_changed})
         return result
+
+    def _interrupt(self, pool: ThreadPoolExecutor, running: dict[Future, str], held) -> None:
+        """The first Ctrl-C: start nothing more, cut the running engine
+        builds (the engine kills their containers), and give the workers a
+        moment to stop.  The lock stays held until the last worker has
+        stopped (or the process is gone), so no other quorum process can
+        take out/ while one of ours still writes to it.  A second Ctrl-C
+        cuts the wait short."""
+        held.keep_while(list(running))
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.cancel_builds()
+        for n in running.values():
+            self.results[n].status, self.results[n].error = "failed", "interrupted"
+        try:
+            wait(running, timeout=INTERRUPT_GRACE)
+        except KeyboardInterrupt:
+            pass
+
+    def _with_retry(self, n: str, job: Callable[[], None]) -> None:
+        """Run a node's build; when the engine failed (not the package),
+        once more.  A shared engine can lose an image under a build, or
+        hiccup; a second failure is reported as the engine's."""
+        try:
+            job()
+        except EngineError as e:
+            if self.engine_cancelled():
+                raise Cancelled() from None
+            if not self.engine.answers():
+                raise       # gone: the first error says what broke, a retry would not
+            self.emit({"event": "retry", "name": n, "error": str(e)})
+            with self._load_lock:
+                # The engine may have lost what we loaded: check again.
+                self._loaded.clear()
+            job()
+
+    def engine_cancelled(self) -> bool:
+        return self.engine.cancelled.is_set()
 
     def _check_gate(self, gname: str, members: list[str]) -> bool:
         """Compare the gate's artifacts; record the verdict for the manifest.
@@ -426,13 +508,28 @@ class Builder:
                 with open(ctx, "wb") as f:
                     render.write_context(f, pkg, rendered, sources, epoch)
                 bopts = BuildOptions(nocache=self.opt.nocache, cpuset=self.opt.cpuset)
+                owner = f"{self.owner}/build/{pkg.name}"
+                counter = layercheck.Counter()
+
+                def on_line(line: str) -> None:
+                    counter.line(line)
+                    log.line(line)
                 try:
                     with open(ctx, "rb") as f:
-                        image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts, on_line=log.line)
+                        image = self.engine.build(f, dockerfile=render.CONTAINERFILE_PATH, opts=bopts,
+                                                  on_line=on_line, owner=owner)
                 except BuildError as e:
                     raise self._build_error(pkg, f"build failed: {e.message}", log, log_final) from None
                 ctx.unlink()
-                layer_raw = self.engine.single_layer(image, st)
+                try:
+                    layer_raw = self.engine.single_layer(image, st)
+                finally:
+                    # The artifact is taken from the layer; the engine's
+                    # image (this build's own: see Engine.release) goes,
+                    # refused or not.
+                    self.engine.release(image, owner)
+                layercheck.check(layer_raw, counter.expected, package=pkg.name,
+                                 endpoint=f"the engine at {self.engine.endpoint}")
                 layer_file = st / "layer.tar"
                 with open(layer_file, "wb") as f:
                     try:
@@ -440,7 +537,6 @@ class Builder:
                     except QuorumError as e:
                         raise self._build_error(pkg, f"unsafe artifact: {e.message}", log, log_final) from None
                 layer_raw.unlink()
-                self.engine.remove_image(image)
                 img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=pkg.name,
                                        version=pkg.version, namespace=self.tree.config.namespace)
                 log.line(f"quorum: artifact {img.digest} ({layer.entries} entries, {img.size} bytes)")
@@ -471,14 +567,17 @@ class Builder:
         ctx = st / "test-context.tar"
         with open(ctx, "wb") as f:
             render.write_context(f, pkg, rendered, sources, self.tree.config.source_date_epoch, test_containerfile=cf)
+        owner = f"{self.owner}/test/{pkg.name}"
         try:
             with open(ctx, "rb") as f:
-                # Never cached: a test that passed once must run again.
-                tid = self.engine.build(f, dockerfile=render.TEST_CONTAINERFILE_PATH,
-                                        opts=BuildOptions(nocache=True, cpuset=bopts.cpuset), on_line=log.line)
+                # The marker argument makes the test's RUN step miss the
+                # cache (a test that passed once must run again) while the
+                # steps before it stay shared layer cache.
+                tid = self.engine.build(f, dockerfile=render.TEST_CONTAINERFILE_PATH, opts=bopts,
+                                        on_line=log.line, owner=owner, args={"QUORUM_TEST_RUN": owner})
         except BuildError as e:
             raise self._build_error(pkg, f"smoke test failed: {e.message}", log, log_final) from None
-        self.engine.remove_image(tid)
+        self.engine.release(tid, owner)
         log.line("quorum: smoke test passed")
 
     def _publish(self, name: str, layout: Path, img: oci.Image, r: NodeResult, t0: float) -> None:
@@ -503,12 +602,11 @@ class Builder:
         """The engine's kind and version, as strings (informational in
         attestations); an engine that cannot say is "unknown"."""
         if self._engine_info is None:
-            describe = getattr(self.engine, "describe", None)
             try:
-                info = describe() if describe else {}
-            except QuorumError:
-                info = {}
-            self._engine_info = {"kind": str(info.get("kind", "unknown")), "version": str(info.get("version", "unknown"))}
+                f = self.engine.facts()
+                self._engine_info = {"kind": str(f.kind).lower(), "version": str(f.version)}
+            except (QuorumError, AttributeError):
+                self._engine_info = {"kind": "unknown", "version": "unknown"}
         return self._engine_info
 
     # --- outputs --------------------------------------------------------------

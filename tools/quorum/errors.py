@@ -49,6 +49,12 @@ class EngineError(QuorumError):
     exit_code = 2
 
 
+class LockedError(QuorumError):
+    """Another quorum process holds the lock of what this one would write."""
+
+    exit_code = 3
+
+
 class BuildError(QuorumError):
     """A package's own build script or smoke test failed."""
 
@@ -62,3 +68,35 @@ class BuildError(QuorumError):
 
 class UnsafeArchiveError(QuorumError):
     """A tar member tried to escape its root or smuggle a device node."""
+
+
+def describe_os_error(e: OSError) -> tuple[str, int]:
+    """One line naming the path and the remedy, and the exit code, for an
+    error of the file system (full disk, permissions, a folder where a file
+    belongs): the machine's or the user's, never a package's."""
+    import errno
+    where = e.filename if e.filename is not None else "(unknown path)"
+    if e.errno == errno.ENOSPC:
+        return f"{where}: no space left on device; free some space there and rerun", 2
+    if e.errno == errno.EDQUOT:
+        return f"{where}: disk quota exceeded; free some space there and rerun", 2
+    if e.errno == errno.EIO:
+        return f"{where}: input/output error; check the disk", 2
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}: permission denied; fix its ownership or run as its owner", 3
+    if e.errno == errno.EROFS:
+        return f"{where}: read-only file system", 3
+    if e.errno == errno.EEXIST:
+        return f"{where}: exists and is not a folder; move it away and rerun", 3
+    if e.errno == errno.ENOTDIR:
+        return f"{where}: part of this path is a file where a folder is needed", 3
+    if e.errno == errno.EISDIR:
+        return f"{where}: is a folder; give the path of a file", 3
+    return f"{where}: {e.strerror or e}", 3
+
+
+class MachineError(QuorumError):
+    """The machine quorum runs on failed (no space, I/O error): exit 2 like
+    an engine failure, never blamed on a package."""
+
+    exit_code = 2

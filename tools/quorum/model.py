@@ -79,6 +79,9 @@ class Package:
     # (e.g. a shell script generated from the same upstream version that
     # Debian shipped).  Never honoured for ELF files.
     same_as_seed: tuple[tuple[str, str], ...] = ()
+    # Why the build must run as root (it installs into the build environment
+    # itself): reproduce's user variation then leaves it root.  None = any user.
+    needs_root: str | None = None
     raw: dict = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -13,7 +13,7 @@ import io
 import os
 import shlex
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,6 +46,16 @@ class Settings:
     tz: str = "UTC"
     locale: str = "C"
     extra_env: tuple[tuple[str, str], ...] = ()
+    build_user: str | None = None        # "uid:gid" to build as, None = root
+
+
+def settings_for(pkg: Package, settings: Settings) -> Settings:
+    """The settings one package builds under: a package that must build as
+    root (``needs-root``), or whose own Containerfile quorum does not
+    rewrite, keeps root whatever the rebuild varies."""
+    if settings.build_user and (pkg.needs_root or pkg.containerfile is not None):
+        return replace(settings, build_user=None)
+    return settings
 
 
 @dataclass
@@ -246,6 +256,7 @@ def build_env(pkg: Package, epoch: int, settings: Settings = Settings()) -> list
 
 def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: int,
            settings: Settings = Settings()) -> Rendered:
+    settings = settings_for(pkg, settings)
     env = build_env(pkg, epoch, settings)
     j = jinja()
     script = pkg.build if pkg.build is not None else "# no build script: the package's Containerfile does the work"
@@ -261,7 +272,10 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
         # file again, which could have been swapped since.
         containerfile = render_package_template(pkg.containerfile_text, pkg.containerfile, variables)
     else:
-        containerfile = j.get_template("Containerfile.j2").render(**variables)
+        # build_user is the default template's own (the user variation);
+        # package templates always build as root.
+        containerfile = j.get_template("Containerfile.j2").render(**variables,
+                                                                  build_user=settings.build_user or "")
     return Rendered(containerfile=containerfile, build_sh=build_sh, test_sh=test_sh, env=env)
 
 

@@ -18,78 +18,27 @@ installed).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import build as buildlib
 from . import diff as diffmod
 from . import graph as graphmod
 from . import manifest as manifestmod
+from . import variations
 from .canon import atomic_write, dumps_pretty
 from .errors import QuorumError
 from .model import Tree
-from .render import Settings
 from .store import Store
 
 REPRODUCED, MISMATCH, FAILED = "REPRODUCED", "MISMATCH", "FAILED"
 
-# name -> (what it varies, how the rebuild applies it)
-VARIATIONS: dict[str, str] = {
-    "build_path": "build folder /build -> /build/quorum-reproduce/deeper/path",
-    "hostname": "every build container gets a fresh random host name from the engine",
-    "domain": "every build container gets a fresh random domain name from the engine",
-    "timezone": "TZ=UTC -> TZ=QRB-13:45 (a POSIX zone with an odd offset)",
-    "locale": "LC_ALL/LANG=C -> fr_CH.UTF-8",
-    "umask": "umask 022 -> 002",
-    "cpus": "all CPUs -> one CPU (cpuset 0), so nproc and make -j change",
-    "environment": "an extra variable QUORUM_REPRODUCE_EXTRA=1 in the build",
-    "clock": "the rebuild runs at a later wall-clock time (SOURCE_DATE_EPOCH stays fixed)",
-    "user": "build as an unprivileged user",
-}
-# Variations that cannot be switched off: the engine's containers always get
-# new names, and no rebuild runs at the same instant as the build.
-INTRINSIC = {"hostname", "domain", "clock"}
-# Not yet available: building as another user needs packages to declare that
-# they support it (their files would otherwise be owned by that user).
-UNAVAILABLE = {"user": "no package in this tree declares support for building as another user"}
-
-
-def parse_vary(spec: str | None) -> set[str]:
-    """reprotest's syntax: "+all,-umask", "-all,+timezone", "umask"…"""
-    chosen = set(VARIATIONS) - set(UNAVAILABLE)
-    if not spec:
-        return chosen
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        sign, name = ("-", part[1:]) if part.startswith("-") else ("+", part.lstrip("+"))
-        names = set(VARIATIONS) if name == "all" else {name}
-        if name != "all" and name not in VARIATIONS:
-            raise QuorumError(f"unknown variation {name!r} (known: all, {', '.join(VARIATIONS)})", field="--vary")
-        if sign == "+":
-            chosen |= names - set(UNAVAILABLE)
-        else:
-            chosen -= names
-    return chosen
-
-
-def settings_for(vary: set[str]) -> tuple[Settings, str | None]:
-    kw = {}
-    if "build_path" in vary:
-        kw["build_dir"] = "/build/quorum-reproduce/deeper/path"
-    if "timezone" in vary:
-        kw["tz"] = "QRB-13:45"
-    if "locale" in vary:
-        kw["locale"] = "fr_CH.UTF-8"
-    if "umask" in vary:
-        kw["umask"] = "002"
-    if "environment" in vary:
-        kw["extra_env"] = (("QUORUM_REPRODUCE_EXTRA", "1"),)
-    cpuset = "0" if "cpus" in vary and (os.cpu_count() or 1) > 1 else None
-    return replace(Settings(), **kw), cpuset
+# The variations live in variations/ (a registry, one module per kind).
+parse_vary = variations.parse_vary
 
 
 @dataclass
@@ -103,6 +52,8 @@ class Verdict:
     reason: str = ""
     diff_dir: str | None = None
     diff_text: str | None = None
+    reports: list[str] = field(default_factory=list)     # files written about a mismatch
+    diffoscope_command: str | None = None                # to look deeper at the two kept layer blobs
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -118,6 +69,12 @@ class ReproResult:
     out: Path
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    complete: bool = True             # False in the report written while the run is under way
+    # The engine of the build that made out/ (as it recorded itself) and the
+    # engine of this rebuild: a rebuild is more independent the more these
+    # differ (kind, version, kernel, CPU).
+    build_engine: dict | None = None
+    rebuild_engine: dict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -130,7 +87,8 @@ class ReproResult:
     def to_json(self) -> dict:
         return {"verdicts": [v.to_json() for v in self.verdicts], "applied": self.applied,
                 "not_applied": self.not_applied, "exit_code": self.exit_code, "notes": self.notes,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "complete": self.complete,
+                "build_engine": self.build_engine, "rebuild_engine": self.rebuild_engine}
 
 
 def changed_since(tree: Tree, current: manifestmod.Manifest, rev: str) -> set[str]:
@@ -191,6 +149,13 @@ def select(tree: Tree, current: manifestmod.Manifest, *, packages: list[str] | N
     return changed, "packages whose manifest entry changed since the last signed manifest"
 
 
+def _facts(engine) -> dict | None:
+    try:
+        return engine.facts().to_json()
+    except (QuorumError, AttributeError):
+        return None
+
+
 def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
               vary: set[str] | None = None, jobs: int = 1, engine=None, out: Path | None = None,
               emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True) -> ReproResult:
@@ -216,58 +181,69 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
         exp = current.entries.get(n)
         if rec is None or exp is None or rec.digest != exp.digest:
             force.add(n)
-    settings, cpuset = settings_for(vary)
-    applied = {v: VARIATIONS[v] for v in sorted(vary)}
-    if "cpus" in vary and cpuset is None:
-        applied.pop("cpus")
-    not_applied = {v: UNAVAILABLE.get(v, "switched off with --vary") for v in sorted(set(VARIATIONS) - set(applied))}
-    if "cpus" in vary and cpuset is None:
-        not_applied["cpus"] = "this machine has one CPU"
-    applied.update({v: VARIATIONS[v] for v in INTRINSIC})
-    for v in INTRINSIC:
-        not_applied.pop(v, None)
+    layouts = {sname: main.layout(sname) for sname in tree.seeds if main.record(sname) is not None}
+    outcome = variations.plan(vary, variations.Context(tree=tree, targets=frozenset(force), layouts=layouts,
+                                                        cpu_count=os.cpu_count() or 1))
+    settings, cpuset = outcome.plan.settings, outcome.plan.cpuset
+    applied, not_applied = outcome.applied, outcome.not_applied
     emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     if not force:
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
                            notes=[f"nothing to rebuild: {why} is empty"])
     rebuild_store = out / ".store"
-    # Never trust an earlier rebuild: a reproduce starts from an empty store.
-    shutil.rmtree(rebuild_store, ignore_errors=True)
-    opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
-                            reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
-                            keep_going=True)
-    b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts, emit=emit)
-    result = b.run()
-    verdicts = []
-    for n in result.order:
-        if n not in force:
-            continue
-        r = result.nodes[n]
-        exp = current.entries.get(n)
-        v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
-                    seconds=round(r.seconds, 3))
-        if r.status != "built":
-            v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
-        elif exp is None:
-            v.reason = "not in the manifest: nothing to compare with"
-        elif r.digest == exp.digest:
-            v.verdict = REPRODUCED
-        else:
-            v.verdict = MISMATCH
-            v.reason = "digests differ"
-            _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
-        if n not in targets and v.verdict != REPRODUCED:
-            v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
-        verdicts.append(v)
-    res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
-                      seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"])
-    atomic_write(out / "report.json", dumps_pretty(res.to_json()))
-    # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
-    # signs and `quorum verify` counts per role.
-    from . import attest
-    attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
-                          versions={n: result.nodes[n].version for n in result.order}, applied=applied,
-                          not_applied=not_applied, engine=b.engine_info())
+    # out/reproduce/ is this run's from here on: lock it before deleting
+    # anything in it, so a second reproduce stops instead of pulling the
+    # store from under the first.
+    with Store(out).lock():
+        # Never trust an earlier rebuild: a reproduce starts from an empty store.
+        shutil.rmtree(rebuild_store, ignore_errors=True)
+        # Until this run completes, report.json says so: a killed run must
+        # not leave the previous run's verdicts looking like this one's.
+        atomic_write(out / "report.json", dumps_pretty(
+            ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out, complete=False,
+                        notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
+        opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
+                                reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
+                                keep_going=True)
+        # The builder's own "finish" says whether every build *ran*; the verdicts
+        # are only known afterwards, so reproduce emits the finish event itself.
+        b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
+                             emit=lambda e: None if e.get("event") == "finish" else emit(e))
+        result = b.run()
+        verdicts = []
+        for n in result.order:
+            if n not in force:
+                continue
+            r = result.nodes[n]
+            exp = current.entries.get(n)
+            v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
+                        seconds=round(r.seconds, 3))
+            if r.status != "built":
+                v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
+            elif exp is None:
+                v.reason = "not in the manifest: nothing to compare with"
+            elif r.digest == exp.digest:
+                v.verdict = REPRODUCED
+            else:
+                v.verdict = MISMATCH
+                v.reason = "digests differ"
+                _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
+            if n not in targets and v.verdict != REPRODUCED:
+                v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
+            verdicts.append(v)
+        res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
+                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
+                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_facts(b.engine))
+        atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+        # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
+        # signs and `quorum verify` counts per role.
+        from . import attest
+        attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
+                              versions={n: result.nodes[n].version for n in result.order}, applied=applied,
+                              not_applied=not_applied, engine=b.engine_info())
+    emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
+          "seconds": round(res.seconds, 3),
+          "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})
     return res
 
 
@@ -284,13 +260,12 @@ def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path
         return
     shutil.copytree(main.layout(name), d / "original")
     result = diffmod.compare(d / "original", d / "rebuilt", labels=("original", "rebuilt"))
-    diffmod.save(result, d)
+    v.reports = [str(p) for p in diffmod.save(result, d)]
     v.diff_text = diffmod.render_text(result, max_files=20)
     v.diff_dir = str(d)
+    from . import oci
+    a = oci.read_layout(d / "original")["layer_path"]
+    b = oci.read_layout(d / "rebuilt")["layer_path"]
+    v.diffoscope_command = shlex.join(["diffoscope", "--html", str(d / "diffoscope.html"), str(a), str(b)])
     if diffoscope:
-        from . import oci
-        a = oci.read_layout(d / "original")["layer_path"]
-        b = oci.read_layout(d / "rebuilt")["layer_path"]
-        reports = diffmod.run_diffoscope(a, b, d)
-        if reports:
-            v.reason += "; diffoscope: " + ", ".join(str(p) for p in reports)
+        v.reports += [str(p) for p in diffmod.run_diffoscope(a, b, d)]

@@ -180,13 +180,20 @@ def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> 
 
 # --- signing ----------------------------------------------------------------------------
 
-def sign(root: Path, *, user: Home | None = None, key: str | None = None, release: bool = False,
-         expires_in: timedelta = timedelta(days=90), commit: str | None = None,
-         now: datetime | None = None, images: bool = True, attestations: bool = True) -> SignReport:
+def sign(root: Path, **kw) -> SignReport:
+    """Sign the tree's manifest (see _sign) holding out/'s lock: a build
+    must not replace the artifacts being vouched for, and two signers must
+    not interleave their read-modify-write of the log."""
+    with Store(Path(root) / "out").lock():
+        return _sign(Path(root), **kw)
+
+
+def _sign(root: Path, *, user: Home | None = None, key: str | None = None, release: bool = False,
+          expires_in: timedelta = timedelta(days=90), commit: str | None = None,
+          now: datetime | None = None, images: bool = True, attestations: bool = True) -> SignReport:
     """Sign the tree's manifest (releasing it first with ``release``).
     Nothing is written until GnuPG has made a signature that verifies, so
     a failed signing (wrong passphrase, no token) leaves the tree as it was."""
-    root = Path(root)
     now = now or datetime.now(timezone.utc)
     files = policy_mod.TrustFiles(root)
     config = load_config(root)

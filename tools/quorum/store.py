@@ -19,6 +19,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import canon, oci
-from .errors import QuorumError
+from .errors import LockedError, QuorumError
 from .safeio import load_json
 
 RECORD_FORMAT = 1
@@ -128,16 +129,68 @@ class Store:
                     p.unlink(missing_ok=True)
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> Iterator["Held"]:
         """One writer per out/: two builds in one tree would race on publish."""
-        self.meta.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        with hold(self.meta / "lock") as held:
+            yield held
+
+
+class Held:
+    """A held lock.  ``keep_while`` defers the release past the end of the
+    ``with`` block until the given futures are done: an interrupted build
+    returns while a worker may still be writing, and the lock must outlive
+    every writer (the process's exit releases it in any case)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._pending = 0
+        self._mutex = threading.Lock()
+        self._closing = False
+
+    def keep_while(self, futures) -> None:
+        with self._mutex:
+            self._pending += len(futures)
+        for f in futures:
+            f.add_done_callback(self._one_done)
+
+    def _one_done(self, _future) -> None:
+        with self._mutex:
+            self._pending -= 1
+            last = self._pending == 0 and self._closing
+        if last:
+            os.close(self.fd)
+
+    def release(self) -> None:
+        with self._mutex:
+            self._closing = True
+            now = self._pending == 0
+        if now:
+            os.close(self.fd)
+
+
+@contextmanager
+def hold(path: Path) -> Iterator[Held]:
+    """flock ``path`` for this process, or stop with LockedError (exit 3)
+    naming the file and the holder's PID, which the holder writes there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise QuorumError(f"another quorum process is writing to {self.out} "
-                                  "(wait for it, or stop it)") from None
-            yield
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         finally:
             os.close(fd)
+        raise LockedError(f"another quorum process (PID {holder}) holds {path}; wait for it to finish, "
+                          "or stop it, and rerun") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    # The PID is for the message above only; the flock is what counts.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    held = Held(fd)
+    try:
+        yield held
+    finally:
+        held.release()

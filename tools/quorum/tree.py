@@ -392,8 +392,12 @@ def load_package(pkg_dir: Path, kind: str = "package", cache: "ParseCache | None
         a.finish()
     else:
         f.used.add("audit")
+    needs_root = f.string("needs-root")
+    if needs_root is not None and len(needs_root.strip()) < 10:
+        raise f.err("needs-root", "give the reason the build must run as root (what it writes outside "
+                                  "the build folder and $DESTDIR)")
     pkg = Package(
-        name=name, version=version, dir=pkg_dir, definition_file=path, kind=kind,
+        name=name, version=version, dir=pkg_dir, definition_file=path, kind=kind, needs_root=needs_root,
         same_as_seed=tuple(sorted(same_as_seed)),
         description=f.string("description", default=""),
         seed=f.string("seed", NAME_RE, what="a seed name"),

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import QuorumError
+from ..errors import QuorumError, describe_os_error
 from ..text import printable
 
 # Exit codes, the same for every verb (docs/exit-codes.md).
@@ -23,7 +23,7 @@ EXIT_INTERNAL = 70     # sysexits' EX_SOFTWARE: a bug in quorum
 # Verb modules, in the order their verbs appear in --help.  A module that is
 # missing (work in progress on a branch) is skipped rather than breaking
 # every other verb.
-_VERB_MODULES = ("build", "trust", "repro", "audit")
+_VERB_MODULES = ("build", "trust", "repro", "audit", "report", "prune")
 
 EPILOG = """\
 A tree is a folder with quorum.yaml, bootstrap/, packages/ and manifests/.
@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a CI timeout, systemd, kill) unwinds like an exception, so
     # every `finally` runs: temporary GnuPG homes, staging folders and
     # temp files are removed, locks released.
-    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:
+        pass   # not the main thread (a library caller): it handles signals itself
     try:
         rc = args.func(args)
     except QuorumError as e:
@@ -118,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("quorum: interrupted; nothing half-done was published", file=sys.stderr)
-        return 130
+        _exit_now(130)
     except Terminated:
         print("quorum: terminated; nothing half-done was published", file=sys.stderr)
-        return 143
+        _exit_now(143)
     except BaseException as e:   # noqa: BLE001 - the last line of defence: never a traceback
         if isinstance(e, SystemExit):
             raise
@@ -144,6 +147,16 @@ def _json_error(args, message: str, code: int, *, file: str | None = None, field
                          sort_keys=True))
 
 
+def _exit_now(code: int) -> None:
+    """Leave at once: a worker thread still finishing must not keep the
+    process (and so the lock it holds) alive; whatever it staged is removed
+    by the next holder of the lock.  The main thread's finally-blocks have
+    run by the time the exception reached main()."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the process was, so cleanups run."""
 
@@ -156,24 +169,8 @@ def describe_unexpected(e: BaseException) -> tuple[str, int]:
     """One line and an exit code for an exception no room of quorum turned
     into a QuorumError: the file system's (full disk, permissions, a folder
     where a file belongs), or a bug in quorum, said as such."""
-    import errno
     if isinstance(e, OSError):
-        where = e.filename if e.filename is not None else "(unknown path)"
-        if e.errno == errno.ENOSPC:
-            return f"{where}: no space left on device; free some space there and rerun", EXIT_INFRA
-        if e.errno == errno.EDQUOT:
-            return f"{where}: disk quota exceeded; free some space there and rerun", EXIT_INFRA
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return f"{where}: permission denied; fix its ownership or run as its owner", EXIT_USAGE
-        if e.errno == errno.EROFS:
-            return f"{where}: read-only file system", EXIT_USAGE
-        if e.errno == errno.EEXIST:
-            return f"{where}: exists and is not a folder; move it away and rerun", EXIT_USAGE
-        if e.errno == errno.ENOTDIR:
-            return f"{where}: part of this path is a file where a folder is needed", EXIT_USAGE
-        if e.errno == errno.EISDIR:
-            return f"{where}: is a folder; give the path of a file", EXIT_USAGE
-        return f"{where}: {e.strerror or e}", EXIT_USAGE
+        return describe_os_error(e)
     if isinstance(e, MemoryError):
         return "out of memory (an input far larger than expected?)", EXIT_INFRA
     if isinstance(e, RecursionError):

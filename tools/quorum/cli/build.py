@@ -80,7 +80,7 @@ def _exit_code(result) -> int:
         return 0
     if not result.failed():
         return 1   # a gate failed
-    return 2 if any(n.failure in ("engine", "internal") for n in result.failed()) else 1
+    return 2 if any(n.failure in ("engine", "machine", "internal") for n in result.failed()) else 1
 
 
 def cmd_build(args) -> int:

@@ -54,10 +54,13 @@ log (manifests/log.jsonl) shows was signed, or every package when there is
 none.  A dependency whose local artifact does not match the manifest is
 rebuilt (and judged) too.
 
-Variations (reprotest's names): build_path, hostname, domain, timezone,
-locale, umask, cpus, environment, clock, user.  hostname, domain and clock
-vary in every rebuild (the engine names each container anew; the rebuild
-runs later); user is not available yet.
+Variations (reprotest's names): build_path, file_order, hostname, domain,
+timezone, locale, umask, cpus, environment, clock, user.  hostname and domain
+vary in every rebuild (the engine names each container anew).  A variation
+that cannot act is reported as not applied, with the reason: locale when a
+seed has no locale data, clock and file_order always (a container cannot
+set the wall clock; the engine has no exec-able tmpfs), user for packages
+with needs-root.
 
 Verdicts: REPRODUCED (same digest), MISMATCH (built, other bytes: both
 artifacts and a file-level diff are kept in out/reproduce/NAME/), FAILED
@@ -84,6 +87,10 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                         "(default: all that apply)")
     r.add_argument("-j", "--jobs", type=int, default=1, help="packages rebuilt at once (default 1)")
     r.add_argument("--no-diffoscope", action="store_true", help="do not run diffoscope on mismatches")
+    r.add_argument("--engine", default=None, metavar="URL",
+                   help="rebuild on this Docker-API endpoint instead of the local engine: unix:///PATH "
+                        "(e.g. Podman's 'podman system service' socket), tcp://HOST:2376 (TLS from "
+                        "DOCKER_CERT_PATH) or ssh://USER@HOST; the report names both engines")
     r.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
@@ -127,6 +134,15 @@ def resolve_artifact(arg: str, tree: Path | None) -> Path:
                           + (f", and the tree has no out/{arg}" if "/" not in arg else ""), file=arg)
 
 
+def _engine_line(f: dict) -> str:
+    from ..engine import EngineFacts
+    from ..text import printable
+    try:
+        return printable(EngineFacts(**f).describe())
+    except TypeError:
+        return "(unreadable record)"
+
+
 def cmd_reproduce(args) -> int:
     from .. import reproduce as repro
     from ..tree import load_tree
@@ -135,8 +151,12 @@ def cmd_reproduce(args) -> int:
     vary = repro.parse_vary(args.vary)
     sink = event_sink(args)
     try:
+        engine = None
+        if args.engine:
+            from ..engine import Engine
+            engine = Engine(base_url=args.engine)
         res = repro.reproduce(tree, packages=args.packages or None, all_=args.all, since=args.since, vary=vary,
-                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope)
+                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope, engine=engine)
     finally:
         sink.close()
     if args.json:
@@ -146,17 +166,39 @@ def cmd_reproduce(args) -> int:
         if v.verdict == "MISMATCH" and v.diff_text:
             print(f"=== {v.name}: MISMATCH — what differs (saved in {v.diff_dir}) ===")
             print(v.diff_text)
-    rows = [[v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", v.reason[:80]]
-            for v in res.verdicts]
+    # Notes go under the table, whole: a path or an error cut at a column
+    # width is a path nobody can open.
+    notes: list[str] = []
+    rows = []
+    for v in res.verdicts:
+        mark = ""
+        if v.reason or v.reports or v.diffoscope_command:
+            notes.append(_verdict_note(v, len(notes) + 1))
+            mark = f"[{len(notes)}]"
+        rows.append([v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", mark])
     print(table(rows, ["package", "expected", "rebuilt", "verdict", "seconds", "note"]))
+    if notes:
+        print()
+        print("\n".join(notes))
     print("\nvariations applied: " + ", ".join(sorted(res.applied)))
     if res.not_applied:
         print("not applied: " + "; ".join(f"{k} ({v})" for k, v in sorted(res.not_applied.items())))
+    for label, facts in (("built on", res.build_engine), ("rebuilt on", res.rebuild_engine)):
+        print(f"{label:10}  " + (_engine_line(facts) if facts else "(not recorded)"))
     counts = {k: sum(1 for v in res.verdicts if v.verdict == k) for k in ("REPRODUCED", "MISMATCH", "FAILED")}
     notes = "; ".join(res.notes)
     print(f"{counts['REPRODUCED']} reproduced, {counts['MISMATCH']} mismatched, {counts['FAILED']} failed "
           f"in {res.seconds:.1f}s ({notes}); report: {res.out / 'report.json'}")
     return res.exit_code
+
+
+def _verdict_note(v, number: int) -> str:
+    lines = [f"[{number}] {v.name}: {v.reason or v.verdict}"]
+    if v.reports:
+        lines.append("    reports: " + ", ".join(v.reports))
+    if v.diffoscope_command:
+        lines.append("    diffoscope on the two kept layers: " + v.diffoscope_command)
+    return "\n".join(lines)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
