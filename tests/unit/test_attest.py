@@ -424,3 +424,17 @@ def test_revoked_rebuilder_does_not_count(tmp_path, keyring):
     report, r = _verify(root, tmp_path)
     assert r.short == {"hello": 1} and not report.ok
     assert manifest_mod.load(root / "manifests" / "manifest.json").entries["hello"]
+
+
+def test_write_rebuilds_one_statement_per_verdict_and_none_without_digests(tmp_path):
+    from quorum.reproduce import Verdict
+    ok = Verdict(name="zlib", kind="package", verdict="REPRODUCED", expected=D["d"], rebuilt=D["d"])
+    gone = Verdict(name="lua", kind="package", verdict="FAILED", expected=None, rebuilt=None, reason="engine: lost")
+    stale = attest.rebuild_path(tmp_path, "lua")
+    attest.write_statement(stale, _rebuild())           # an earlier run's
+    kw = dict(tree="quorum", namespace="quorum", versions={"zlib": "1.3", "lua": "5.4"},
+              applied={"umask": "umask 022 -> 002"}, not_applied={}, engine={"kind": "docker", "version": "27"})
+    written = attest.write_rebuilds(tmp_path, verdicts=[ok, gone], **kw)
+    assert written == [attest.rebuild_path(tmp_path, "zlib")] and not stale.exists()
+    st = attest.load_statement(written[0])
+    assert st["subject"][0]["name"] == "quorum/zlib:1.3" and st["predicate"]["verdict"] == "REPRODUCED"

@@ -317,9 +317,12 @@ def write_rebuilds(out: Path, *, tree: str, namespace: str, verdicts: list, vers
                                   image=str(reference(namespace, v.name, versions[v.name])), verdict=v.verdict,
                                   expected=v.expected, rebuilt=v.rebuilt, reason=v.reason, applied=applied,
                                   not_applied=not_applied, engine=engine))
-        if st is None:
-            continue
         path = rebuild_path(out, v.name)
+        if st is None:
+            # Nothing to attest this time: an earlier run's statement must
+            # not pass for this run's verdict.
+            path.unlink(missing_ok=True)
+            continue
         write_statement(path, st)
         written.append(path)
     return written
