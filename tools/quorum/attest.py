@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, FORMAT_VERSION, canon
-from .errors import InputError, QuorumError
+from .errors import QuorumError
 from .safeio import loads_json, read_regular
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -53,8 +53,6 @@ ENVELOPE_LIMIT = 8 << 20
 MAX_SIGNATURES = 16
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-_FPR = re.compile(r"^([0-9A-F]{40}|[0-9A-F]{64})\Z")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,127}\Z")
 
 
 class AttestError(QuorumError):
@@ -605,14 +603,6 @@ def verify_envelope(path: Path, anchors: dict[str, Anchor]) -> Checked:
         raise AttestError("no good signature by an anchor", file=f, field="signatures")
     statement = check_statement(loads_json(env.payload, file=path, error=AttestError), f)
     return Checked(statement=statement, signers=tuple(signers))
-
-
-def is_fingerprint(s: str) -> bool:
-    return bool(_FPR.match(s))
-
-
-def is_name(s: str) -> bool:
-    return bool(_NAME.match(s))
 
 
 # --- in the tree: signed envelopes under manifests/attestations/<FPR>/ --------------------
