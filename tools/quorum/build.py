@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import canon
 from . import graph as graphmod
-from . import imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
+from . import attest, imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
 from .engine import BuildOptions, Cancelled, Engine, new_owner
 from .errors import BuildError, EngineError, FetchError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
@@ -161,6 +161,7 @@ class Builder:
         # Names this run's engine images (see Engine.release): only images
         # whose making step carries it are ever removed by this run.
         self.owner = new_owner()
+        self._engine_info: dict[str, str] | None = None
 
     def emit(self, event: dict) -> None:
         with self._emit_lock:
@@ -586,6 +587,10 @@ class Builder:
     def _publish(self, name: str, layout: Path, img: oci.Image, r: NodeResult, t0: float) -> None:
         rec = Record(name=name, kind=r.kind, version=r.version, digest=img.digest, config_digest=img.config_digest,
                      layer_digest=img.layer.digest, input_hash=r.input_hash, size=img.size)
+        # Provenance first (docs/spec/attestations.md): a record, which makes
+        # the artifact count as built, never exists without it.
+        attest.write_provenance(self.tree, self.store.out, name, img, self.results, settings=self.opt.settings,
+                                engine=self.engine_info())
         self.store.publish(layout, rec)
         r.status, r.digest, r.config_digest, r.size = "built", img.digest, img.config_digest, img.size
         r.layer_digest = img.layer.digest
@@ -596,6 +601,17 @@ class Builder:
             pass  # a tag is a convenience for people; the digest is what counts
         self.emit({"event": "built", "name": name, "digest": img.digest, "size": img.size,
                    "seconds": round(r.seconds, 3)})
+
+    def engine_info(self) -> dict[str, str]:
+        """The engine's kind and version, as strings (informational in
+        attestations); an engine that cannot say is "unknown"."""
+        if self._engine_info is None:
+            try:
+                f = self.engine.facts()
+                self._engine_info = {"kind": str(f.kind).lower(), "version": str(f.version)}
+            except (QuorumError, AttributeError):
+                self._engine_info = {"kind": "unknown", "version": "unknown"}
+        return self._engine_info
 
     # --- outputs --------------------------------------------------------------
     def _write_archives(self) -> None:

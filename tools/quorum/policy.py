@@ -116,6 +116,10 @@ class Role:
     # the key *file*, revocations and expiry dates included, not only the
     # key's name.
     digests: dict[str, str] = field(default_factory=dict, compare=False)
+    # How many distinct keys of this role must have signed a REPRODUCED
+    # rebuild attestation for every artifact of the manifest (0: none
+    # needed); see docs/spec/attestations.md.
+    rebuilders: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,8 +217,11 @@ def _load_role(data, name: str, path: Path) -> Role:
         raise g.err("threshold", "must be at least 1 (a threshold of 0 would accept anything)")
     if threshold > len(keys):
         raise g.err("threshold", f"{threshold} can never be met: the role has {len(keys)} key(s)")
+    rebuilders = g.get("rebuilders", int, default=0, what="an integer from 0 to the number of keys")
+    if isinstance(rebuilders, bool) or not 0 <= rebuilders <= len(keys):
+        raise g.err("rebuilders", f"must be from 0 to {len(keys)} (the role's keys)")
     g.finish()
-    return Role(name=name, threshold=threshold, keys=tuple(keys), digests=digests)
+    return Role(name=name, threshold=threshold, keys=tuple(keys), digests=digests, rebuilders=rebuilders)
 
 
 # --- anchor key files ---------------------------------------------------------

@@ -235,6 +235,12 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                           seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
                           build_engine=buildlib.recorded_engine(main), rebuild_engine=_facts(b.engine))
         atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+        # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
+        # signs and `quorum verify` counts per role.
+        from . import attest
+        attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
+                              versions={n: result.nodes[n].version for n in result.order}, applied=applied,
+                              not_applied=not_applied, engine=b.engine_info())
     emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
           "seconds": round(res.seconds, 3),
           "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})

@@ -48,12 +48,14 @@ class SignReport:
     removed: list[Path] = field(default_factory=list)        # stale signatures a release dropped
     images: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    attestations: list[Path] = field(default_factory=list)   # DSSE envelopes written
 
     def to_json(self) -> dict:
         return {"signer": self.fingerprint, "uid": self.uid, "signature": str(self.signature),
                 "manifest_sha256": self.manifest_sha256, "serial": self.serial, "released": self.released,
                 "removed": [str(p) for p in self.removed], "images": [str(p) for p in self.images],
-                "log_seq": self.log_entry["seq"], "warnings": self.warnings}
+                "log_seq": self.log_entry["seq"], "warnings": self.warnings,
+                "attestations": [str(p) for p in self.attestations]}
 
 
 # --- reading --------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def sign(root: Path, **kw) -> SignReport:
 
 def _sign(root: Path, *, user: Home | None = None, key: str | None = None, release: bool = False,
           expires_in: timedelta = timedelta(days=90), commit: str | None = None,
-          now: datetime | None = None, images: bool = True) -> SignReport:
+          now: datetime | None = None, images: bool = True, attestations: bool = True) -> SignReport:
     """Sign the tree's manifest (releasing it first with ``release``).
     Nothing is written until GnuPG has made a signature that verifies, so
     a failed signing (wrong passphrase, no token) leaves the tree as it was."""
@@ -242,6 +244,15 @@ def _sign(root: Path, *, user: Home | None = None, key: str | None = None, relea
             report.warnings.append(
                 f"image signatures were made with subkey {sig.fingerprint} (the primary key is not usable "
                 "here): skopeo/podman 'signedBy' policies refuse them; see docs/spec/signatures.md")
+    if attestations:
+        # Provenance and rebuild attestations as DSSE envelopes
+        # (docs/spec/attestations.md): each file stands alone, so no journal.
+        from . import attest
+        signed = attest.sign_attestations(out=root / "out", manifests=files.manifests, tree=man.tree,
+                                          digests={n: e.digest for n, e in man.entries.items()},
+                                          fingerprint=sig.primary, homedir=str(user.path) if user.path else None)
+        report.attestations = signed.written
+        report.warnings += signed.notes
     return report
 
 

@@ -153,10 +153,15 @@ class RoleVerdict:
     # False when the policy that defines this role is not approved (its
     # rotation chain failed): then no count of its signers is "ok".
     policy_trusted: bool = True
+    # Rebuild attestations (docs/spec/attestations.md): how many distinct
+    # rebuilders of this role each artifact needs, and the artifacts that
+    # have fewer (name -> how many).
+    rebuilders: int = 0
+    short: dict[str, int] = field(default_factory=dict)
 
     @property
     def met(self) -> bool:
-        return len(self.signers) >= self.threshold
+        return len(self.signers) >= self.threshold and not self.short
 
     @property
     def ok(self) -> bool:
@@ -165,7 +170,8 @@ class RoleVerdict:
     def to_json(self) -> dict:
         return {"role": self.name, "threshold": self.threshold, "count": len(self.signers), "ok": self.ok,
                 "policy_trusted": self.policy_trusted,
-                "signers": [{"fingerprint": f, "name": n} for f, n in self.signers]}
+                "signers": [{"fingerprint": f, "name": n} for f, n in self.signers],
+                "rebuilders": self.rebuilders, "short_of_rebuilders": dict(sorted(self.short.items()))}
 
 
 def tally(policy: policy_mod.Policy, checked: list[Checked]) -> list[RoleVerdict]:
@@ -328,6 +334,8 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
     with Home.temporary() as home:
         anchors = policy_mod.import_anchors(home, files, pol)
         report.signatures = check_signature_dir(home, files.signatures, data, now)
+        rebuilt = _count_rebuilders(home, files, pol, man, anchors) if any(
+            r.rebuilders for r in pol.roles.values()) else None
     for c in report.signatures:
         if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
                                                manifest_sha256=report.manifest_sha256) is None:
@@ -335,6 +343,13 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
     report.roles = tally(pol, report.signatures)
+    if rebuilt is not None:
+        report.notes += rebuilt.notes
+        for r in report.roles:
+            r.rebuilders = pol.roles[r.name].rebuilders
+            if r.rebuilders:
+                keys = set(pol.roles[r.name].keys)
+                r.short = {n: len(f & keys) for n, f in rebuilt.by_package.items() if len(f & keys) < r.rebuilders}
     if problems:
         for r in report.roles:
             r.policy_trusted = False
@@ -350,6 +365,19 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         State(root=trust.digest, serial=man.serial, manifest_sha256=report.manifest_sha256,
               policy_version=pol.version, policy_sha256=pol.sha256, log=head).save(state_dir, man.tree)
     return report
+
+
+def _count_rebuilders(home: Home, files: policy_mod.TrustFiles, pol: policy_mod.Policy, man: Manifest,
+                      anchors: dict):
+    """Signed rebuild attestations per artifact, by the anchors of roles that
+    require them (only keys GnuPG reports as neither revoked nor expired)."""
+    from . import attest
+    wanted = sorted({k for r in pol.roles.values() if r.rebuilders for k in r.keys})
+    unusable = {f for f in wanted if policy_mod.key_status(anchors[f])}
+    unusable |= {p.fingerprint for f in wanted for p in anchors[f].parts if not p.usable}
+    return attest.count_rebuilders(homedir=str(home.path), manifests=files.manifests, tree=man.tree,
+                                   digests={n: e.digest for n, e in man.entries.items()}, fingerprints=wanted,
+                                   unusable=unusable)
 
 
 def _freshness(man: Manifest, now: datetime, path: Path) -> list[str]:

@@ -125,6 +125,8 @@ def cmd_sign(args) -> int:
     print(f"wrote   {report.signature}")
     print(f"logged  entry {report.log_entry['seq']} in manifests/log.jsonl")
     print(f"wrote   {len(report.images)} image signature(s) below manifests/sigstore/")
+    if report.attestations:
+        print(f"wrote   {len(report.attestations)} signed attestation(s) below manifests/attestations/")
     for w in report.warnings:
         print(f"warning: {w}")
     return 0
@@ -153,6 +155,11 @@ def render(report: verifylib.Report) -> str:
         who = "\n".join(f"{n or '?'}  {f}" for f, n in r.signers) or "-"
         word = "ok" if r.ok else ("NOT MET" if r.policy_trusted else "POLICY NOT APPROVED")
         verdict = f"{word} ({len(r.signers)}/{r.threshold})"
+        if r.rebuilders:
+            # Rebuild attestations (docs/spec/attestations.md).
+            verdict += (f"; rebuilt by {r.rebuilders}+ each" if not r.short else
+                        f"; {len(r.short)} artifact(s) rebuilt by fewer than {r.rebuilders}: "
+                        + ", ".join(f"{n} ({c})" for n, c in sorted(r.short.items())[:5]))
         rows.append([r.name, str(r.threshold), who, verdict])
     lines.append(table(rows, ["role", "threshold", "signed by (name, fingerprint)", "verdict"]))
     uncounted = [c for c in report.signatures if c.problem]
