@@ -76,6 +76,17 @@ TOOL_PACKAGES = {
 }
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a service a test started (by its PID, never by name): TERM,
+    then KILL if it does not go within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def require_tool(tool: str) -> str:
     """The tool's path, or fail the test saying how to install it."""
     path = shutil.which(tool)

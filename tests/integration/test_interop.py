@@ -14,11 +14,10 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import require_tool, run_quorum
+from conftest import require_tool, run_quorum, stop_process
 from quorum import build as buildlib
 from quorum import imageref
 from quorum.engine import Engine
@@ -173,12 +172,7 @@ def podman_service(tmp_path_factory):
                 time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
         log.close()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import require_tool  # noqa: E402
+from conftest import require_tool, stop_process  # noqa: E402
 from trust_keys import COMMIT, NAMESPACE, keyring, make_tree, new_home, write_policy  # noqa: E402,F401
 
 from quorum import manifest as manifest_mod, simplesign  # noqa: E402
@@ -62,11 +62,7 @@ def registry(tmp_path_factory):
                 time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=10)
         log.close()
 
 

@@ -320,3 +320,28 @@ def test_offline_primary_falls_back_to_the_subkey_with_a_warning(tmp_path, keyri
     r = signlib.sign(root, user=Home(home), key=k["erin"].fpr, release=True, commit=COMMIT)
     assert any("made with subkey" in w and "signedBy" in w for w in r.warnings), r.warnings
     assert _image_signers(root, k, "erin") == [(k["erin"].sub, k["erin"].fpr)] * 2
+
+
+def test_the_next_sign_finishes_an_interrupted_one_before_its_own(tree, keyring, monkeypatch):
+    """The same kill as above, then an ordinary sign by another reviewer:
+    it applies the journal first, so both signatures are over the new bytes."""
+    files = TrustFiles(tree)
+    released(tree, keyring)
+    real = signlib.canon.atomic_write
+    writes = []
+
+    def dying(path, data, mode=0o644):
+        writes.append(path)
+        if len(writes) == 2:            # the journal is written, the manifest is not
+            raise KeyboardInterrupt("killed")
+        return real(path, data, mode)
+
+    monkeypatch.setattr(signlib.canon, "atomic_write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        released(tree, keyring, "bob", expires_in=signlib.parse_duration("8w"))
+    monkeypatch.setattr(signlib.canon, "atomic_write", real)
+    do_sign(tree, keyring, "carol")
+    assert not signlib.Journal.path(files).exists()
+    assert manifest_mod.parse(files.manifest.read_bytes()).serial == 2
+    assert sorted(p.name for p in files.signatures.iterdir()) == sorted(
+        [keyring["bob"].fpr + ".asc", keyring["carol"].fpr + ".asc"])

@@ -28,7 +28,7 @@ from pathlib import Path
 from . import canon
 from . import graph as graphmod
 from . import attest, imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
-from .engine import BuildOptions, Cancelled, Engine, new_owner
+from .engine import BuildOptions, Cancelled, Engine, EngineFacts, new_owner
 from .errors import BuildError, EngineError, FetchError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
 from .model import Package, Seed, Tree
@@ -127,12 +127,6 @@ def recorded_engine(store: Store) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _record_engine(store: Store, engine) -> None:
-    try:
-        facts = engine.facts()
-    except (QuorumError, AttributeError):
-        return      # a stand-in engine, or one that stopped answering: nothing to record
-    canon.atomic_write(store.out / ENGINE_FILE, canon.dumps_pretty(facts.to_json()))
 # Seconds an interrupted build gives its workers to stop before it returns
 # (the CLI then exits; the lock goes with the process).
 INTERRUPT_GRACE = 1.2
@@ -161,7 +155,11 @@ class Builder:
         # Names this run's engine images (see Engine.release): only images
         # whose making step carries it are ever removed by this run.
         self.owner = new_owner()
-        self._engine_info: dict[str, str] | None = None
+        # The engine's facts, asked once per run (provenance of every
+        # artifact, out/.quorum/engine.json, reproduce's report use them).
+        self._facts: EngineFacts | None = None
+        self._facts_asked = False
+        self._facts_lock = threading.Lock()
 
     def emit(self, event: dict) -> None:
         with self._emit_lock:
@@ -303,11 +301,13 @@ class Builder:
             if result.ok:   # every node built or cached, every gate passed
                 self._write_archives()
                 if self.opt.write_manifest:
-                    self._check_drift(result)
-                if not self.opt.targets and self.opt.write_manifest and not result.drifted:
-                    self._write_manifest(result)
-        if any(r.status == "built" for r in self.results.values()):
-            _record_engine(self.store, self.engine)
+                    prev = manifest.load(self.tree.manifest_path)
+                    self._check_drift(result, prev)
+                    if not self.opt.targets and not result.drifted:
+                        self._write_manifest(result, prev)
+        facts = self.engine_facts() if any(r.status == "built" for r in self.results.values()) else None
+        if facts is not None:
+            canon.atomic_write(self.store.out / ENGINE_FILE, canon.dumps_pretty(facts.to_json()))
         result.seconds = time.monotonic() - t0
         self.emit({"event": "finish", "ok": result.ok, "seconds": round(result.seconds, 3),
                    "manifest_changed": result.manifest_changed})
@@ -602,16 +602,25 @@ class Builder:
         self.emit({"event": "built", "name": name, "digest": img.digest, "size": img.size,
                    "seconds": round(r.seconds, 3)})
 
+    def engine_facts(self) -> EngineFacts | None:
+        """What the engine says about itself, asked once; None for an engine
+        that cannot say (a stand-in, or one that stopped answering)."""
+        with self._facts_lock:
+            if not self._facts_asked:
+                self._facts_asked = True
+                try:
+                    self._facts = self.engine.facts()
+                except (QuorumError, AttributeError):
+                    self._facts = None
+            return self._facts
+
     def engine_info(self) -> dict[str, str]:
         """The engine's kind and version, as strings (informational in
         attestations); an engine that cannot say is "unknown"."""
-        if self._engine_info is None:
-            try:
-                f = self.engine.facts()
-                self._engine_info = {"kind": str(f.kind).lower(), "version": str(f.version)}
-            except (QuorumError, AttributeError):
-                self._engine_info = {"kind": "unknown", "version": "unknown"}
-        return self._engine_info
+        f = self.engine_facts()
+        if f is None:
+            return {"kind": "unknown", "version": "unknown"}
+        return {"kind": str(f.kind).lower(), "version": str(f.version)}
 
     # --- outputs --------------------------------------------------------------
     def _write_archives(self) -> None:
@@ -631,12 +640,11 @@ class Builder:
                 raise
             self.emit({"event": "archive", "name": name, "path": str(dst)})
 
-    def _check_drift(self, result: Result) -> None:
+    def _check_drift(self, result: Result, prev: manifest.Manifest | None) -> None:
         """Compare what was built against the manifest: the same input hash
         with another digest means a build is not deterministic (or the
         engine changed something).  That is said loudly and the manifest is
         left alone, unless the user accepts the new digests."""
-        prev = manifest.load(self.tree.manifest_path)
         if prev is None or prev.tree != self.tree.config.name:
             return
         for n in result.order:
@@ -648,11 +656,10 @@ class Builder:
                 if not self.opt.accept_new_digests:
                     result.drifted.append(d)
 
-    def _write_manifest(self, result: Result) -> None:
+    def _write_manifest(self, result: Result, prev: manifest.Manifest | None) -> None:
         entries = {n: manifest.Entry(kind=r.kind, version=r.version, digest=r.digest, input_hash=r.input_hash,
                                      size=r.size) for n, r in self.results.items()}
         path = self.tree.manifest_path
-        prev = manifest.load(path)
         new = manifest.updated(prev, self.tree.config.name, entries, checks=dict(sorted(self.gates.items())))
         result.manifest_path = path
         result.manifest_changed = manifest.write(path, new)

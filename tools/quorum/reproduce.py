@@ -149,11 +149,8 @@ def select(tree: Tree, current: manifestmod.Manifest, *, packages: list[str] | N
     return changed, "packages whose manifest entry changed since the last signed manifest"
 
 
-def _facts(engine) -> dict | None:
-    try:
-        return engine.facts().to_json()
-    except (QuorumError, AttributeError):
-        return None
+def _json(facts) -> dict | None:
+    return facts.to_json() if facts is not None else None
 
 
 def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
@@ -233,7 +230,7 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
             verdicts.append(v)
         res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
                           seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
-                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_facts(b.engine))
+                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_json(b.engine_facts()))
         atomic_write(out / "report.json", dumps_pretty(res.to_json()))
         # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
         # signs and `quorum verify` counts per role.
