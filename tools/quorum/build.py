@@ -450,7 +450,7 @@ class Builder:
             return lambda: self._check_environment_gate(gate)
         if n in self.tree.environments:
             env = self.tree.environments[n]
-            r.input_hash = envmod.input_hash(env, {m: self.results[m].digest for m in env.members}, epoch)
+            r.input_hash = envmod.input_hash(env, {m: self.results[m].digest or "" for m in env.members}, epoch)
             job = lambda: self._build_environment(env)
         elif n in self.tree.seeds:
             s = self.tree.seeds[n]

@@ -289,7 +289,7 @@ def _load_environment_gate(g: "_Fields", gname: str) -> EnvironmentGate:
     (docs/spec/environment.md)."""
     if "identical" in g.data:
         raise g.err("identical", "a gate is either 'identical: [...]' or 'environment: NAME', not both")
-    env = g.string("environment", NAME_RE, required=True, what="an environment name")
+    env = g.string("environment", NAME_RE, required=True, what="an environment name") or ""
     exempt = []
     for k, v in g.get("exempt", dict, default={}, what="a mapping of package: reason").items():
         if not isinstance(k, str) or not NAME_RE.match(k):
@@ -358,7 +358,7 @@ def load_environment(path: Path) -> Environment:
     """environments/<name>.yaml (docs/spec/environment.md).  References
     (members that exist, cycles) are checked once the whole tree is loaded."""
     f = _Fields(load_yaml(path), path)
-    name = f.string("name", NAME_RE, required=True, what="an environment name")
+    name = f.string("name", NAME_RE, required=True, what="an environment name") or ""
     if name != path.stem:
         raise f.err("name", f"must match the file name ({path.stem!r})")
     members = f.str_list("members", NAME_RE, "a package name")
@@ -372,7 +372,7 @@ def load_environment(path: Path) -> Environment:
             raise f.err(f"members[{i}]", "an environment cannot be a member of itself")
         seen[m] = i
     env = Environment(name=name, definition_file=path, members=tuple(members),
-                      description=f.string("description", default=""),
+                      description=f.string("description", default="") or "",
                       symlinks=_symlinks(f))
     f.finish()
     return env
@@ -735,7 +735,9 @@ def load_tree(root: str | os.PathLike) -> Tree:
     # sed@e and a package sed_e) would share a tag and a signed
     # docker-reference.
     image_names: dict[str, str] = {}
-    named = [(n.name, n.definition_file) for n in [*seeds.values(), *packages.values(), *envs.values()]]
+    named: list[tuple[str, Path]] = [(s.name, s.definition_file) for s in seeds.values()]
+    named += [(p.name, p.definition_file) for p in packages.values()]
+    named += [(e.name, e.definition_file) for e in envs.values()]
     named += [(t.name, config.path / CONFIG_FILE) for t in twins.values()]
     for node_name, file in named:
         other = image_names.setdefault(imageref.component_for(node_name), node_name)
