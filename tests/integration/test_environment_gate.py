@@ -139,3 +139,17 @@ def test_packages_built_in_an_environment_of_tree_artifacts_must_equal_their_see
         ["base vs base@kit", "left vs left@kit", "right vs right@kit", "top vs top@kit"]
     assert "usr/share/top/both.txt" in check["differences"][3]
     assert check["digests"]["toolbox"] == check["digests"]["toolbox@kit"]   # the fixed point still holds
+
+    # An explicit exemption (with its reason) lets the gate pass; the record
+    # and the audit name every exempt package, and that it still differs.
+    why = "the poisoned shell of the fixture: exempt only to show the mechanism"
+    cfg.write_text(cfg.read_text() + "    exempt:\n" + "".join(f"      {p}: '{why}'\n"
+                                                             for p in ("base", "left", "right", "top")))
+    res3, _ = build(fixture_tree, engine)
+    assert res3.ok, [(r.name, r.error) for r in res3.failed()]
+    check = json.loads((fixture_tree / "manifests/manifest.json").read_text())["checks"]["seed-free"]
+    assert check["result"] == "pass"
+    assert check["exempt"] == {p: {"reason": why, "identical": False} for p in ("base", "left", "right", "top")}
+    p = run_quorum("audit", "--tree", str(fixture_tree))
+    assert f"EXEMPT top: {why}" in p.stdout
+    assert "gate seed-free: 2 packages built again in kit" in p.stdout   # solo and toolbox

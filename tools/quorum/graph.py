@@ -12,6 +12,7 @@ import networkx as nx
 
 from .errors import GraphError
 from .model import Tree
+from .text import known
 
 
 def build_graph(tree: Tree) -> nx.DiGraph:
@@ -29,14 +30,14 @@ def build_graph(tree: Tree) -> nx.DiGraph:
                 field = "seed" if p.seed else None
                 where = "" if p.seed else " (the default from quorum.yaml)"
                 raise GraphError(f"seed {seed!r}{where} does not exist in bootstrap/seeds/ or environments/"
-                                 + _known([*tree.seeds, *tree.environments]), file=p.definition_file,
+                                 + known([*tree.seeds, *tree.environments]), file=p.definition_file,
                                  field=field or "seed")
             g.add_edge(seed, p.name)
         for i, d in enumerate(p.deps):
             if d not in tree.packages:
                 hint = (" (it is a seed: name it in seed:, not deps:)" if d in tree.seeds
                         else " (it is an environment: name it in seed:, not deps:)" if d in tree.environments
-                        else _known(tree.packages))
+                        else known(tree.packages))
                 raise GraphError(f"dependency {d!r} does not exist{hint}",
                                  file=p.definition_file, field=f"deps[{i}]")
             g.add_edge(d, p.name)
@@ -106,14 +107,6 @@ def check_gates(g: nx.DiGraph, tree: Tree) -> None:
                     raise GraphError(f"gate member {m!r} depends on {other!r}, another member of the same gate; "
                                      "a gate's members must be built independently",
                                      file=tree.config.path / "quorum.yaml", field=f"gates.{gname}.identical[{i}]")
-
-
-def _known(names: Iterable[str]) -> str:
-    names = sorted(names)
-    if not names:
-        return " (none are defined)"
-    shown = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
-    return f" (known: {shown})"
 
 
 def check_acyclic(g: nx.DiGraph, tree: Tree | None = None) -> None:

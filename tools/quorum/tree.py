@@ -19,6 +19,7 @@ import yaml
 
 from . import imageref
 from .errors import DefinitionError, QuorumError
+from .text import known
 from .safeio import DEFINITION_LIMIT, JSON_LIMIT, load_json, read_regular, within
 from .model import (
     ENV_KEY_RE, FILE_RE, NAME_RE, RESERVED_ENV, SHA256_RE, VERSION_RE,
@@ -421,7 +422,7 @@ def _check_environments(config: TreeConfig, seeds: dict[str, Seed], packages: di
             elif m in envs:
                 why = "an environment: list its members instead"
             elif m not in packages:
-                why = "not a package or bootstrap stage of this tree" + _known_names(packages)
+                why = "not a package or bootstrap stage of this tree" + known(packages)
             else:
                 continue
             raise DefinitionError(f"member {m!r} is {why}", file=env.definition_file, field=f"members[{i}]")
@@ -430,7 +431,7 @@ def _check_environments(config: TreeConfig, seeds: dict[str, Seed], packages: di
     for gate in config.environment_gates:
         if gate.environment not in envs:
             hint = " (it is a seed: a gate's environment must be made of tree artifacts)" \
-                if gate.environment in seeds else _known_names(envs)
+                if gate.environment in seeds else known(envs)
             raise DefinitionError(f"environment {gate.environment!r} does not exist in {ENVIRONMENTS_DIR}/{hint}",
                                   file=cfg, field=f"gates.{gate.name}.environment")
         members = gate_members(config, seeds, packages)
@@ -453,13 +454,6 @@ def gate_members(config: TreeConfig, seeds: dict[str, Seed], packages: dict[str,
     bootstrap, which is built in the seeds by design) built in a seed."""
     return sorted(n for n, p in packages.items()
                   if p.kind == "package" and (p.seed or config.default_seed) in seeds)
-
-
-def _known_names(names) -> str:
-    names = sorted(names)
-    if not names:
-        return " (none are defined)"
-    return " (known: " + ", ".join(names[:8]) + (", …" if len(names) > 8 else "") + ")"
 
 
 # --- packages --------------------------------------------------------------
