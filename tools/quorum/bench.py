@@ -16,7 +16,7 @@ The figures (the issue's names):
       without the engine's layer cache, alternated A B A B; medians.
   P2  a no-op `quorum build` of a 500-package tree, timed as a user runs it
       (a separate process), against `quorum --version` (interpreter + import).
-      out/ is primed by the real Builder driving a stand-in engine that returns
+      out/ is primed by the real Builder driving the fake engine, which returns
       a one-file layer, so the input hashes are exactly the real ones.
   P3  makespan of a wide DAG of CPU-bound packages at -j<cores>, against the
       lower bound max(critical path, total work / cores) computed from the
@@ -61,6 +61,7 @@ from . import __version__
 from . import build as buildlib
 from . import graph as graphmod
 from . import render
+from .engines.fake import FakeEngine
 from .model import Package, Seed, Tree, TreeConfig
 
 NAMESPACE = "quorum-bench"
@@ -297,62 +298,9 @@ def memory_tree(n: int) -> tuple[Tree, str]:
     return Tree(config=cfg, seeds=seeds, packages=pkgs), deep
 
 
-# --- a stand-in engine (P2's priming) -------------------------------------------
+# --- the fake engine (P2's priming) ----------------------------------------------
 
-class StandInEngine:
-    """Implements the methods Builder calls, without an engine: every build
-    "produces" a one-file layer.  Everything else — input hashes, layouts,
-    records, the manifest — is the real code's."""
-
-    endpoint = "stand-in"
-
-    def __init__(self):
-        self._names: dict[str, str] = {}
-        self.builds = 0
-        self.cancelled = threading.Event()
-
-    def has_image(self, image_id: str) -> bool:
-        return True
-
-    def load(self, archive: Path) -> str:
-        return ""
-
-    def tag(self, image_id: str, repo: str, tag: str) -> None:
-        pass
-
-    def release(self, image_id: str, owner: str) -> int:
-        return 0
-
-    def cancel_builds(self) -> None:
-        self.cancelled.set()
-
-    def answers(self) -> bool:
-        return True
-
-    def build(self, context, *, dockerfile: str = "Containerfile", opts=None, on_line=lambda s: None,
-              owner: str | None = None, args: dict | None = None) -> str:
-        with tarfile.open(fileobj=context, mode="r:") as tf:
-            text = tf.extractfile(dockerfile).read().decode()
-        first = text.splitlines()[0] if text else ""
-        name = first.split(" for ", 1)[1].split()[0] if " for " in first else "unknown"
-        self.builds += 1
-        image = "sha256:" + hashlib.sha256(f"{name}:{self.builds}".encode()).hexdigest()
-        self._names[image] = name
-        on_line(f"stand-in build of {name}")
-        return image
-
-    def single_layer(self, image_id: str, dst_dir: Path) -> Path:
-        name = self._names.get(image_id, "unknown")
-        layer = dst_dir / "engine-layer.tar"
-        data = f"{name}\n".encode()
-        with tarfile.open(layer, "w", format=tarfile.GNU_FORMAT) as tf:
-            ti = tarfile.TarInfo(f"usr/share/bench/{name}.txt")
-            ti.size, ti.mode = len(data), 0o644
-            tf.addfile(ti, io.BytesIO(data))
-        return layer
-
-
-class NoEngine(StandInEngine):
+class NoEngine(FakeEngine):
     """For checking that a build is a no-op: any build is an error."""
 
     def build(self, *a, **kw) -> str:
@@ -580,11 +528,11 @@ class Bench:
         synth_tree(root, n, seed_text=self.locked_seed_text(), epoch=self.epoch, src_dir=self.dir / "p2-src")
         tree = load_tree(root)
         edges = sum(len(p.deps) for p in tree.packages.values())
-        self.progress("P2: priming out/ with the real Builder and a stand-in engine")
+        self.progress("P2: priming out/ with the real Builder and the fake engine")
         t0 = time.monotonic()
         # The seed's .debs come from the usual cache; the synthetic sources
         # go to a private one, so the user's cache does not collect them.
-        standin = StandInEngine()
+        standin = FakeEngine(name="stand-in")
         r1 = buildlib.build(tree, engine=standin, options=buildlib.Options(targets=(SEED,)))
         r2 = buildlib.build(tree, engine=standin, cache=SourceCache(self.dir / "p2-cache"))
         if not (r1.ok and r2.ok):
@@ -619,7 +567,7 @@ class Bench:
         fig.rows.append(Row("P2", f"no-op `quorum build`, {n} packages, {edges} deps (CLI process, median of "
                                   f"{sz.p2_runs})",
                             _s(b), f"`quorum --version` {_s(v)}", f"+{_s(b - v)} quorum's own", "< 0.5 s", b < 0.5))
-        fig.notes.append(f"out/ was primed ({priming:.1f} s) by the real Builder driving a stand-in engine that "
+        fig.notes.append(f"out/ was primed ({priming:.1f} s) by the real Builder driving the fake engine, which "
                          "returns a one-file layer, so every input hash is the one Builder computes; the timed run "
                          "is the real CLI process (`python -m quorum build --tree T`), as a user runs it")
         return fig

@@ -43,6 +43,10 @@ class Record:
     layer_digest: str
     input_hash: str
     size: int
+    # Identity of the engine that built it (EngineFacts.identity; "" for a
+    # seed, which the coordinator assembles, or a record from before the
+    # pool).  Provenance for `reproduce --elsewhere`; never in the manifest.
+    engine: str = ""
 
     def to_bytes(self) -> bytes:
         return canon.dumps_pretty({"format": RECORD_FORMAT, **asdict(self)})
