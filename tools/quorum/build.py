@@ -342,7 +342,9 @@ class Builder:
                 break
             member = self.pool.place(self._wants(n), self._allowed(n))
             if member is None:
-                if not self.pool.could_run(self._allowed(n)):
+                # No engine that may take it answers: fail now, as a single
+                # engine that is gone does, rather than wait on back-offs.
+                if not self.pool.could_run(self._allowed(n), healthy_only=True):
                     self._record_failure(n, self._no_engine_for(n), "engine")
                     self._skip(sched.failed(n))
                     stop = not self.opt.keep_going
@@ -375,6 +377,10 @@ class Builder:
         return lambda m: m.identity != avoid
 
     def _no_engine_for(self, n: str) -> EngineError:
+        lost = [m for m in self.pool.members if self._allowed(n)(m) and not m.healthy]
+        if lost:
+            return EngineError(lost[0].last_error if len(self.pool.members) == 1 else
+                               "no engine of the pool answers: " + "; ".join(f"{m.name}: {m.last_error}" for m in lost))
         return EngineError(f"no engine in the pool may rebuild {n}: every one is the engine that built it "
                            f"({self._avoid.get(n)}); add another with --engine URL")
 

@@ -78,6 +78,9 @@ class FakeEngine:
     # package -> the package whose files its layer holds (default: its own),
     # for artifacts that must come out identical (gates).
     layer_of: Mapping[str, str] = field(default_factory=dict)
+    # package -> failures still to inject, in order.  Engines given one dict
+    # share it: "the first engine to build X loses its connection".
+    injected: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.identity = self.identity or "fake:" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
@@ -85,7 +88,6 @@ class FakeEngine:
         self._lock = threading.Lock()
         self._images: set[str] = set()
         self._names: dict[str, str] = {}            # image ID -> package it "built"
-        self._fail: dict[str, list[str]] = {}       # package -> failures still to inject, in order
         self._lost = threading.Event()
         self.loads: Counter[str] = Counter()        # config digest -> times loaded
         self.builds: list[str] = []                 # packages built (smoke tests not counted), in order
@@ -108,7 +110,7 @@ class FakeEngine:
             if f not in FAILURES:
                 raise ValueError(f"unknown failure {f!r}; known: {FAILURES}")
         with self._lock:
-            self._fail.setdefault(package, []).extend(failures)
+            self.injected.setdefault(package, []).extend(failures)
 
     def lose(self) -> None:
         """The connection is gone: running builds break, nothing answers."""
@@ -173,7 +175,7 @@ class FakeEngine:
         name = _package_of(context, dockerfile)
         test = bool(args and "QUORUM_TEST_RUN" in args)
         with self._lock:
-            failure = self._fail[name].pop(0) if not test and self._fail.get(name) else None
+            failure = self.injected[name].pop(0) if not test and self.injected.get(name) else None
             self.running.add(name)
             self.max_running = max(self.max_running, len(self.running))
         try:
