@@ -21,6 +21,7 @@ This module parses and checks; it never connects.  The engine kinds under
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -508,11 +509,30 @@ def docker_client_kwargs(spec: EngineSpec) -> dict[str, Any]:
     if spec.url.startswith("ssh://"):
         kwargs["use_ssh_client"] = True
     elif spec.tls is not None:
-        import docker.tls
         ca = str(spec.tls.ca)
-        kwargs["tls"] = docker.tls.TLSConfig(client_cert=(str(spec.tls.cert), str(spec.tls.key)), ca_cert=ca,
-                                             verify=ca)
+        kwargs["tls"] = _pinned_tls()(client_cert=(str(spec.tls.cert), str(spec.tls.key)), ca_cert=ca, verify=ca)
     return kwargs
+
+
+@functools.cache
+def _pinned_tls() -> type:
+    """docker-py's TLSConfig, made to keep its CA.  docker-py hands the CA
+    to a requests Session, and requests replaces a session's CA with
+    $REQUESTS_CA_BUNDLE or $CURL_CA_BUNDLE when either is set (many
+    machines set them to the system store): the builder would then be
+    trusted on any public CA's word instead of the CA the user named.
+    trust_env=False stops that (and, with it, proxies and .netrc from the
+    environment, which the Docker API has no use for).  It is set while
+    docker-py configures the client, before its first request."""
+    import docker.tls
+
+    class PinnedTLSConfig(docker.tls.TLSConfig):
+        def configure_client(self, client: Any) -> None:
+            super().configure_client(client)
+            client.trust_env = False
+            if not client.verify:       # never: verify is always the CA's path
+                raise InputError("TLS without verification is never used")
+    return PinnedTLSConfig
 
 
 def describe(spec: EngineSpec) -> str:
