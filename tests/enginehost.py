@@ -250,9 +250,10 @@ def _zombie(pid: int) -> bool:
 
 def _remove(name: str, netns: str | None, run_dir: Path, data_root: Path | None) -> None:
     _kill_rest(name, netns, run_dir)
-    roots = [str(r) + "/" for r in (run_dir, data_root) if r is not None]
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-              if any(line.split()[1].startswith(r) for r in roots)]
+    roots = [str(r) for r in (run_dir, data_root) if r is not None]
+    # dockerd bind-mounts its data root onto itself: the root itself too.
+    mounts = [m for m in (line.split()[1] for line in Path("/proc/mounts").read_text().splitlines())
+              if any(m == r or m.startswith(r + "/") for r in roots)]
     for m in sorted(mounts, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True)
     if netns is not None:

@@ -205,6 +205,10 @@ def parse_engine_arg(text: str, *, cwd: Path | None = None) -> EngineSpec:
         return InputError(msg, field=FLAG)
     if not text:
         raise err("expected URL[,slots=N][,label=KEY=VALUE]...")
+    if any(ord(c) < 33 or ord(c) == 127 or c.isspace() for c in text):
+        # A newline could forge a second line of a log or an error.
+        raise err(f"{redact(text)}: white space or control characters are not allowed in --engine "
+                  "(list an engine whose TLS folder has a space in engines.yaml)")
     url, *options = _split_flag(text)
     _parse_url(url, err)   # first: a bad URL must not be echoed by an option's error
     slots = 1
