@@ -221,14 +221,26 @@ def _cmdline_names(pid: int, marker: str) -> bool:
         return False
 
 
+def _in_cgroup(pid: int, name: str) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return f":/{name}/" in text or f":/{name}\n" in text
+
+
 def _kill_rest(name: str, netns: str | None, run_dir: Path) -> None:
-    """SIGKILL every process left of this engine: those in its namespace,
-    or (without one) those whose command line names its run folder, which
-    is unique to it."""
+    """SIGKILL every process left of this engine: those in its namespace
+    (or, without one, those whose command line names its run folder, which
+    is unique to it), and its containers' processes, found by the cgroup
+    parent it was started with: each container has a network namespace of
+    its own, and its processes outlive a killed daemon and shim."""
+    procs = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     if netns is not None:
         pids = _netns_pids(netns)
     else:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline_names(int(p), str(run_dir) + "/")]
+        pids = [p for p in procs if _cmdline_names(p, str(run_dir) + "/")]
+    pids += [p for p in procs if _in_cgroup(p, name) and p not in pids]
     for pid in pids:
         if pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
@@ -239,6 +251,13 @@ def _kill_rest(name: str, netns: str | None, run_dir: Path) -> None:
     # A killed containerd may linger as a zombie that a restarted dockerd
     # would take for running: forget its PID file.
     (run_dir / "exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+    # The containers' cgroups, now empty (innermost first).
+    for top in Path("/sys/fs/cgroup").glob(f"*/{name}"):
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def _zombie(pid: int) -> bool:
@@ -351,7 +370,10 @@ def private_engine(tmp: Path, *, tls: bool = True, netns: bool = True) -> Iterat
         (run_dir / "daemon.json").write_text("{}")     # not the machine's daemon.json
         cmd = ["dockerd", "--config-file", str(run_dir / "daemon.json"), "--data-root", str(data_root),
                "--exec-root", str(run_dir / "exec"), "--pidfile", str(run_dir / "pid"), "-H", admin,
-               "--bridge=none", "--iptables=false", "--ip-masq=false", "--storage-driver=vfs"]
+               "--bridge=none", "--iptables=false", "--ip-masq=false", "--storage-driver=vfs",
+               # Its containers' cgroups under a name of its own: how stop()
+               # finds their processes (see _kill_rest).
+               f"--cgroup-parent=/{name}"]
         if tls:
             client, server = make_tls(Path(tmp) / f"{name}-tls", [host.address])
             host.tls = client

@@ -17,12 +17,15 @@ import requests
 
 import enginehost
 from enginehost import CannotStart, make_ca, make_leaf, private_engine
-from quorum.endpoints import EngineSpec, TLSFiles, check_transport, docker_client_kwargs
+from quorum.endpoints import EngineSpec, TLSFiles, _pinned_tls, check_transport, docker_client_kwargs
 from quorum.errors import InputError
 
 pytestmark = pytest.mark.engine
 
 REFUSED = (docker.errors.DockerException, requests.exceptions.RequestException)
+# How a daemon refusing a client certificate shows: its TLS alert, or (TLS
+# 1.3, where the client may finish first) the connection closed at once.
+CLIENT_REFUSED = "BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|EOF occurred in violation of protocol"
 
 
 def client(spec: EngineSpec) -> docker.APIClient:
@@ -46,11 +49,12 @@ def test_tls_engine_in_its_own_namespace_answers(second_engine):
 
 
 def test_client_without_its_certificate_is_refused(second_engine):
-    tls = second_engine.tls
-    ca = str(tls.ca)
+    ca = str(second_engine.tls.ca)
+    # The daemon is verified as quorum verifies it (the pinned CA, nothing
+    # from the environment), so the refusal below is the daemon's.
     anonymous = docker.APIClient(base_url=second_engine.url, version="1.41", timeout=20,
-                                 tls=docker.tls.TLSConfig(ca_cert=ca, verify=ca))
-    with pytest.raises(REFUSED):
+                                 tls=_pinned_tls()(ca_cert=ca, verify=ca))
+    with pytest.raises(REFUSED, match=CLIENT_REFUSED):
         anonymous.version()
 
 
@@ -58,7 +62,7 @@ def test_client_certificate_of_another_ca_is_refused(second_engine, tmp_path):
     other = make_ca(tmp_path / "other", "impostor CA")
     cert, key = make_leaf(tmp_path / "other", "client", other)
     spec = EngineSpec(url=second_engine.url, name="x", tls=TLSFiles(ca=second_engine.tls.ca, cert=cert, key=key))
-    with pytest.raises(REFUSED):
+    with pytest.raises(REFUSED, match=CLIENT_REFUSED):
         client(spec).version()
 
 
@@ -80,6 +84,13 @@ def test_daemon_of_another_ca_is_refused_whatever_the_environment(second_engine,
     assert client(second_engine.spec()).version()["ApiVersion"]
 
 
+def _container_processes(host: enginehost.EngineHost) -> list[int]:
+    """Running processes in the engine's cgroups.  Zombies do not count:
+    nothing reaps orphans on this machine (its PID 1 does not)."""
+    return [int(p) for p in os.listdir("/proc")
+            if p.isdigit() and enginehost._in_cgroup(int(p), host.name) and not enginehost._zombie(int(p))]
+
+
 def _gone(host: enginehost.EngineHost) -> list[str]:
     """What is left of an engine after stop."""
     left = []
@@ -92,34 +103,48 @@ def _gone(host: enginehost.EngineHost) -> list[str]:
     for p in (host.data_root, host.run_dir):
         if p.exists():
             left.append(str(p))
+    if list(Path("/sys/fs/cgroup").glob(f"*/{host.name}")):
+        left.append("cgroups")
+    if _container_processes(host):
+        left.append("container processes")
     mounts = Path("/proc/mounts").read_text()
     if str(host.data_root) in mounts or str(host.run_dir) in mounts:
         left.append("mounts")
     return left
 
 
-def _one_layer_image() -> bytes:
+def _sleep_image() -> bytes:
+    """An image holding this machine's sleep and the libraries it loads:
+    the daemon starts empty and no registry is reachable."""
+    files = [Path("/usr/bin/sleep")]
+    for line in subprocess.run(["ldd", "/usr/bin/sleep"], capture_output=True, text=True, check=True).stdout.splitlines():
+        path = next((w for w in line.split() if w.startswith("/")), None)
+        if path:
+            files.append(Path(path))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
-        info = tarfile.TarInfo("hello")
-        info.size = 3
-        t.addfile(info, io.BytesIO(b"hi\n"))
+        for f in files:
+            t.add(f.resolve(), arcname=str(f).lstrip("/"))
     return buf.getvalue()
 
 
 def test_private_engine_leaves_nothing_behind(tmp_path):
     try:
         with private_engine(tmp_path) as host:
-            # Give it something on disk to clean: an image and a container.
+            # Something to clean up: an image, a running container (its shim
+            # outlives a killed dockerd unless it is stopped too).
             c = client(host.spec())
-            c.import_image_from_data(_one_layer_image(), repository="quorum-test/leftover", tag="1")
-            c.create_container("quorum-test/leftover:1", command=["/hello"])
+            c.import_image_from_data(_sleep_image(), repository="quorum-test/sleep", tag="1")
+            ctr = c.create_container("quorum-test/sleep:1", command=["/usr/bin/sleep", "600"],
+                                     host_config=c.create_host_config(network_mode="none"))
+            c.start(ctr)
             inside = enginehost._netns_pids(host.name)
-            assert host.pid in inside and len(inside) >= 2          # dockerd and its containerd
+            assert host.pid in inside and len(inside) >= 3          # dockerd, containerd, the shim, sleep
             host.kill()                                             # the machine is lost...
             with pytest.raises(REFUSED):
                 client(host.spec()).version()
             assert enginehost._netns_pids(host.name) == []
+            assert _container_processes(host) == []
     except CannotStart as e:
         pytest.skip(f"no private dockerd on this machine: {e}")
     assert _gone(host) == []                                        # ...and stop() cleans up after it
