@@ -297,12 +297,14 @@ def _owner_pid(name: str) -> int | None:
 
 def cleanup_stale() -> list[str]:
     """Remove what test runs that are gone left behind (their PID, part of
-    every name, no longer runs): namespaces, veths, run folders, data roots
-    recorded in the run folder's state.json.  Returns the names removed."""
+    every name, no longer runs): namespaces, veths, containers' processes
+    and cgroups, run folders, data roots recorded in the run folder's
+    state.json.  Returns the names removed."""
     names: set[str] = set()
     if RUN_BASE.is_dir():
         names.update(p.name for p in RUN_BASE.iterdir())
     names.update(line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.strip())
+    names.update(p.name for p in Path("/sys/fs/cgroup").glob(f"*/{PREFIX}*x*"))
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         parts = line.split(":")
         if len(parts) > 1:

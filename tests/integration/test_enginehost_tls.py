@@ -170,6 +170,7 @@ def test_a_crashed_runs_leftovers_are_removed_and_a_live_runs_are_not(tmp_path):
         (data / "vfs" / "dir").mkdir(parents=True)
         (data / "vfs" / "dir").chmod(0o500)
         (run_dir / "state.json").write_text(f'{{"data_root": "{data}", "netns": "{name}"}}')
+        (Path("/sys/fs/cgroup/pids") / name / "ctr").mkdir(parents=True)
     try:
         assert crashed in enginehost.cleanup_stale()
         ghost = enginehost.EngineHost(url="", tls=None, pid=dead.pid, data_root=tmp_path / f"{crashed}-data",
@@ -177,5 +178,6 @@ def test_a_crashed_runs_leftovers_are_removed_and_a_live_runs_are_not(tmp_path):
         assert _gone(ghost) == []
         assert (enginehost.RUN_BASE / live).exists() and (tmp_path / f"{live}-data").exists()
         assert live in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert (Path("/sys/fs/cgroup/pids") / live / "ctr").is_dir()
     finally:
         enginehost._remove(live, live, enginehost.RUN_BASE / live, tmp_path / f"{live}-data")
