@@ -293,11 +293,11 @@ def engines_from_yaml(value: Any, file: Path, base: Path, *, key: str = "engines
     are DefinitionErrors naming the file and the field."""
     from .tree import _Fields     # the tree's field reader: one validator for every format
     if not isinstance(value, list):
-        raise DefinitionError("expected a list of engines (each with at least url:)", file=file, field=key)
+        raise DefinitionError("expected a list of engines (each with at least url:)", file=str(file), field=key)
     if not value:
-        raise DefinitionError("lists no engine; leave the field out to use the local engine", file=file, field=key)
+        raise DefinitionError("lists no engine; leave the field out to use the local engine", file=str(file), field=key)
     if len(value) > MAX_ENGINES:
-        raise DefinitionError(f"more than {MAX_ENGINES} engines", file=file, field=key)
+        raise DefinitionError(f"more than {MAX_ENGINES} engines", file=str(file), field=key)
     specs = []
     for i, item in enumerate(value):
         where = f"{key}[{i}]"
@@ -336,7 +336,7 @@ def engines_from_yaml(value: Any, file: Path, base: Path, *, key: str = "engines
                           origin=(str(file), where))
         _check_tls_scheme(spec, lambda m: f.err("tls", m))
         specs.append(spec)
-    _check_unique(specs, lambda m: DefinitionError(m, file=file, field=key))
+    _check_unique(specs, lambda m: DefinitionError(m, file=str(file), field=key))
     return tuple(specs)
 
 
