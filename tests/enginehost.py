@@ -347,8 +347,8 @@ def _docker_env() -> dict[str, str]:
 def private_engine(tmp: Path, *, tls: bool = True, netns: bool = True) -> Iterator[EngineHost]:
     """A private dockerd, stopped and removed on exit.  ``tls``: served on
     tcp://ADDR:2376 with --tlsverify (else ``url`` is its unix socket);
-    ``netns``: inside a network namespace of its own (else on 127.0.0.1's
-    port... only with tls, on loopback)."""
+    ``netns``: inside a network namespace of its own, ADDR its end of the
+    veth pair (else ADDR is 127.0.0.1, on a free port)."""
     if os.geteuid() != 0:
         raise CannotStart("a private dockerd needs root (network namespace, mounts)")
     if shutil.which("dockerd") is None:
