@@ -26,6 +26,9 @@ The figures (the issue's names):
       part alone on an in-memory tree.
   R1  reproduce time / cold build time (issue #4): reproduce --all of the
       fixture tree against its cold build, alternated, target <= 1.05x.
+  R2  reproduce --all -j 2 of the default tree against its cold build -j 2,
+      same run (issue #8; benchtree.py).  Minutes: only with --only R2,R3.
+  R3  that rebuild on a private Podman service against the Docker one.
 
 A benchmark reports; it does not judge: the exit status is 0 whatever the
 figures say, 1 only when a figure could not be measured (it crashed).
@@ -67,7 +70,9 @@ from .model import Package, Seed, Tree, TreeConfig
 NAMESPACE = "quorum-bench"
 SEED = "busybox"
 FIXTURE_SEED = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tree" / "bootstrap" / "seeds" / "busybox.yaml"
-FIGURES = ("P1", "P2", "P3", "P6", "R1")
+FIGURES = ("P1", "P2", "P3", "P6", "R1", "R2", "R3")
+# The default tree's figures take its real build time: run when named only.
+ON_REQUEST = ("R2", "R3")
 HEADERS = ["figure", "what", "measured", "baseline", "ratio/overhead", "target", "met?"]
 
 
@@ -319,6 +324,8 @@ class Bench:
         # on it) has IDs no other tree shares, and can be removed safely.
         self.epoch = 1_700_000_000 + random.SystemRandom().randrange(1, 50_000_000)
         self._seed_text: str | None = None
+        self._r2_root: Path | None = None     # R3 rebuilds R2's tree on Podman
+        self._r2_repro = 0.0
         self._client = None
         self.seed_images: set[str] = set()
         self.images: set[str] = set()      # artifacts this run loaded (by ID)
@@ -789,6 +796,64 @@ class Bench:
         return fig
 
 
+    def r2(self) -> Figure:
+        """The default tree: reproduce --all -j 2 against its cold build -j 2."""
+        from . import reproduce as repro
+        from .benchtree import copy_default_tree
+        from .engine import Engine
+        from .tree import load_tree
+        fig = Figure("R2")
+        root = copy_default_tree(self.tree_dir("r2") / "tree", self.epoch)
+        self.progress("R2: cold build of the default tree (-j 2)")
+        t = time.monotonic()
+        res = buildlib.build(load_tree(root), engine=Engine(), options=buildlib.Options(jobs=2))
+        build_s = time.monotonic() - t
+        self.note_images(res)
+        if not res.ok:
+            raise RuntimeError(f"R2: the default tree did not build: {[(r.name, r.error) for r in res.failed()]}")
+        self.progress("R2: reproduce --all -j 2 on Docker")
+        t = time.monotonic()
+        r = repro.reproduce(load_tree(root), all_=True, jobs=2, engine=Engine(), diffoscope=False)
+        repro_s = time.monotonic() - t
+        bad = [(v.name, v.verdict) for v in r.verdicts if v.verdict != "REPRODUCED"]
+        fig.values = {"build": build_s, "reproduce": repro_s, "nodes": len(res.order), "not_reproduced": bad,
+                      "applied": sorted(r.applied)}
+        fig.rows.append(Row("R2", f"reproduce --all -j 2 / cold build -j 2, default tree ({len(res.order)} nodes, "
+                                  f"{len(r.verdicts) - len(bad)} REPRODUCED)",
+                            f"reproduce {_s(repro_s)}", f"cold build {_s(build_s)}", f"{repro_s / build_s:.2f}×",
+                            "all REPRODUCED", not bad))
+        fig.notes.append(f"variations applied: {', '.join(sorted(r.applied))}; the rebuild also compiles the "
+                         "preload shim and rebuilds the seeds")
+        self._r2_root = root
+        self._r2_repro = repro_s
+        return fig
+
+    def r3(self) -> Figure:
+        """The default tree's rebuild on Podman against the same on Docker."""
+        from . import reproduce as repro
+        from .benchtree import podman_service
+        from .engine import Engine
+        from .tree import load_tree
+        fig = Figure("R3")
+        if self._r2_root is None:
+            self.r2()
+        assert self._r2_root is not None
+        with podman_service(self.tree_dir("r3")) as url:
+            self.progress(f"R3: reproduce --all -j 2 on Podman ({url})")
+            t = time.monotonic()
+            r = repro.reproduce(load_tree(self._r2_root), all_=True, jobs=2, engine=Engine(url), diffoscope=False,
+                                out=self._r2_root / "out" / "reproduce-podman")
+            podman_s = time.monotonic() - t
+        bad = [(v.name, v.verdict, v.reason[:80]) for v in r.verdicts if v.verdict != "REPRODUCED"]
+        fig.values = {"podman": podman_s, "docker": self._r2_repro, "not_reproduced": bad}
+        fig.rows.append(Row("R3", f"reproduce --all -j 2 on Podman / on Docker, default tree "
+                                  f"({len(r.verdicts) - len(bad)} of {len(r.verdicts)} REPRODUCED)",
+                            f"Podman {_s(podman_s)}", f"Docker {_s(self._r2_repro)}",
+                            f"{podman_s / self._r2_repro:.2f}×", "all REPRODUCED", not bad))
+        fig.notes.append("Podman 4.3 with vfs storage copies every layer in full, which is most of the difference")
+        return fig
+
+
 def _burn(iterations: int) -> str:
     """A CPU burn of one process (a `dd | sha256sum` pipe would keep two CPUs
     busy at -j1 and make the bound too low)."""
@@ -897,8 +962,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a smoke run (3 trivial packages, 100-package no-op, 3 CPU packages, "
                         "2,000 nodes)")
-    p.add_argument("--only", type=_only, default=list(FIGURES), metavar="P1,P2,...",
-                   help=f"measure only these figures (of {', '.join(FIGURES)})")
+    p.add_argument("--only", type=_only, default=[f for f in FIGURES if f not in ON_REQUEST], metavar="P1,P2,...",
+                   help=f"measure only these figures (of {', '.join(FIGURES)}; {', '.join(ON_REQUEST)} rebuild the "
+                        "default tree, several minutes each, and run only when named)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
     args = p.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()

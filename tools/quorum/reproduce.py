@@ -22,7 +22,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import build as buildlib
@@ -30,7 +30,9 @@ from . import diff as diffmod
 from . import graph as graphmod
 from . import manifest as manifestmod
 from . import variations
+from . import shim
 from .canon import atomic_write, dumps_pretty
+from .engine import Engine, new_owner
 from .errors import QuorumError
 from .model import Tree
 from .store import Store
@@ -183,65 +185,101 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                                                         cpu_count=os.cpu_count() or 1))
     settings, cpuset = outcome.plan.settings, outcome.plan.cpuset
     applied, not_applied = outcome.applied, outcome.not_applied
-    emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     if not force:
+        emit({"event": "reproduce", "targets": [], "why": why, "applied": sorted(applied)})
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
                            notes=[f"nothing to rebuild: {why} is empty"])
+    shim_image = None
+    if outcome.plan.preload:
+        engine = engine or Engine()
+        shim_image = _build_shim(tree, main, engine, outcome, emit)
+        if shim_image is not None:
+            settings = replace(settings, preload_image=shim_image,
+                               preload_env=tuple(sorted(outcome.plan.preload.items())))
+    emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     rebuild_store = out / ".store"
     # out/reproduce/ is this run's from here on: lock it before deleting
     # anything in it, so a second reproduce stops instead of pulling the
     # store from under the first.
-    with Store(out).lock():
-        # Never trust an earlier rebuild: a reproduce starts from an empty store.
-        shutil.rmtree(rebuild_store, ignore_errors=True)
-        # Until this run completes, report.json says so: a killed run must
-        # not leave the previous run's verdicts looking like this one's.
-        atomic_write(out / "report.json", dumps_pretty(
-            ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out, complete=False,
-                        notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
-        opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
-                                reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
-                                keep_going=True)
-        # The builder's own "finish" says whether every build *ran*; the verdicts
-        # are only known afterwards, so reproduce emits the finish event itself.
-        b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
-                             emit=lambda e: None if e.get("event") == "finish" else emit(e))
-        result = b.run()
-        verdicts = []
-        for n in result.order:
-            if n not in force:
-                continue
-            r = result.nodes[n]
-            exp = current.entries.get(n)
-            v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
-                        seconds=round(r.seconds, 3))
-            if r.status != "built":
-                v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
-            elif exp is None:
-                v.reason = "not in the manifest: nothing to compare with"
-            elif r.digest == exp.digest:
-                v.verdict = REPRODUCED
-            else:
-                v.verdict = MISMATCH
-                v.reason = "digests differ"
-                _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
-            if n not in targets and v.verdict != REPRODUCED:
-                v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
-            verdicts.append(v)
-        res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
-                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
-                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_json(b.engine_facts()))
-        atomic_write(out / "report.json", dumps_pretty(res.to_json()))
-        # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
-        # signs and `quorum verify` counts per role.
-        from . import attest
-        attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
-                              versions={n: result.nodes[n].version for n in result.order}, applied=applied,
-                              not_applied=not_applied, engine=b.engine_info())
+    try:
+        with Store(out).lock():
+            # Never trust an earlier rebuild: a reproduce starts from an empty store.
+            shutil.rmtree(rebuild_store, ignore_errors=True)
+            # Until this run completes, report.json says so: a killed run must
+            # not leave the previous run's verdicts looking like this one's.
+            atomic_write(out / "report.json", dumps_pretty(
+                ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out, complete=False,
+                            notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
+            opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
+                                    reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
+                                    keep_going=True)
+            # The builder's own "finish" says whether every build *ran*; the verdicts
+            # are only known afterwards, so reproduce emits the finish event itself.
+            b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
+                                 emit=lambda e: None if e.get("event") == "finish" else emit(e))
+            result = b.run()
+            verdicts = []
+            for n in result.order:
+                if n not in force:
+                    continue
+                r = result.nodes[n]
+                exp = current.entries.get(n)
+                v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
+                            seconds=round(r.seconds, 3))
+                if r.status != "built":
+                    v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
+                elif exp is None:
+                    v.reason = "not in the manifest: nothing to compare with"
+                elif r.digest == exp.digest:
+                    v.verdict = REPRODUCED
+                else:
+                    v.verdict = MISMATCH
+                    v.reason = "digests differ"
+                    _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
+                if n not in targets and v.verdict != REPRODUCED:
+                    v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
+                verdicts.append(v)
+            res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
+                              seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
+                              build_engine=buildlib.recorded_engine(main), rebuild_engine=_json(b.engine_facts()))
+            atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+            # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
+            # signs and `quorum verify` counts per role.
+            from . import attest
+            attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
+                                  versions={n: result.nodes[n].version for n in result.order}, applied=applied,
+                                  not_applied=not_applied, engine=b.engine_info())
+    finally:
+        # The shim image is this run's alone (its owner label): gone with it.
+        if shim_image is not None:
+            engine.release(shim_image, _SHIM_OWNER)
     emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
           "seconds": round(res.seconds, 3),
           "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})
     return res
+
+
+_SHIM_OWNER = new_owner()
+
+
+def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, emit) -> str | None:
+    """Compile the preload shim for this rebuild; if it cannot be, the
+    variations that asked for it move to "not applied" with the reason
+    (never reported as acting when they did not)."""
+    seed = shim.compiler_seed(tree)
+    rec = main.record(seed) if seed else None
+    try:
+        if seed is None or rec is None:
+            raise QuorumError("no compiler seed built in out/")
+        emit({"event": "shim", "seed": seed})
+        return shim.build(engine, seed_layout=main.layout(seed), seed_config_digest=rec.config_digest,
+                          owner=_SHIM_OWNER)
+    except QuorumError as e:
+        for name in [n for n, how in outcome.applied.items() if "preload shim" in how]:
+            del outcome.applied[name]
+            outcome.not_applied[name] = f"quorum's preload shim could not be built: {e}"
+        outcome.plan.preload.clear()
+        return None
 
 
 def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path, diffoscope: bool) -> None:

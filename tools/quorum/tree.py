@@ -272,9 +272,13 @@ def load_config(root: Path) -> TreeConfig:
             raise g.err("identical", "a gate compares at least two different packages")
         g.finish()
         gates.append((gname, tuple(members)))
+    engines: tuple = ()
+    if f.get("engines", list, what="a list of engines") is not None:
+        from .endpoints import engines_from_yaml   # endpoints uses this module's field reader
+        engines = engines_from_yaml(f.data["engines"], path, root)
     f.finish()
     return TreeConfig(name=name, namespace=namespace, source_date_epoch=sde,
-                      default_seed=seed, path=root, gates=tuple(gates))
+                      default_seed=seed, path=root, gates=tuple(gates), engines=engines)
 
 
 # --- seeds -----------------------------------------------------------------

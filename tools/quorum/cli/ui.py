@@ -77,6 +77,8 @@ class PlainEvents:
             self._p(f"gate    {n}: {ev.get('result')} ({', '.join(ev.get('members', []))})")
         elif e == "archive":
             self._p(f"archive {ev.get('path')}")
+        elif e == "shim":
+            self._p(f"shim    compiling the rebuild's preload shim in seed {ev.get('seed')}")
         elif e == "log" and self.verbose:
             # Build output is the package's: escaped, never raw to a terminal.
             self.out.write(f"  {n}| {printable(str(ev.get('line')))}\n")
