@@ -210,6 +210,10 @@ class Builder:
         # Rebuilds elsewhere: node -> identity of the engine that built the
         # artifact being reproduced, which its rebuild must not run on.
         self._avoid: dict[str, str] = {}
+        # Images every package build needs besides its seed and deps (the
+        # rebuild's preload shim), with how to transfer each to an engine
+        # that lacks it.
+        self.extra_images: dict[str, Callable[[Engine], None]] = {}
 
     @property
     def engine(self) -> Engine:
@@ -635,6 +639,8 @@ class Builder:
         sources = {s.file: self.cache.fetch(s, emit=self.emit, where=str(pkg.definition_file)) for s in pkg.sources}
         for ref in ([seed_ref] if seed_ref else []) + deps:
             self.ensure_loaded(ref.name, member)
+        for image_id, transfer in sorted(self.extra_images.items()):
+            self.pool.ensure_image(member, image_id, transfer)
         log_final = self.store.log_path(pkg.name)
         with self.store.staging(pkg.name) as st:
             log = _Log(st / "build.log", lambda line: self.emit({"event": "log", "name": pkg.name, "line": line}))

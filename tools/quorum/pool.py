@@ -22,9 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .engines import Engine, EngineFacts
 from .errors import EngineError, QuorumError
+
+if TYPE_CHECKING:
+    from .endpoints import EngineSpec
 
 # Back-off of an unhealthy engine: first probe after BACKOFF_FIRST seconds,
 # doubling up to BACKOFF_MAX.  Long enough that a dead host is not hammered,
@@ -210,3 +214,35 @@ class Pool:
 
     def cancelled(self) -> bool:
         return any(m.engine.cancelled.is_set() for m in self.members)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``key=value`` of --engine-label."""
+    from .endpoints import LABEL_KEY_RE, LABEL_VALUE_RE
+    from .errors import InputError
+    key, sep, value = text.partition("=")
+    if not sep or not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
+        from .text import printable
+        raise InputError(f"{printable(text)!r} is not key=value (e.g. cpu=amd)", field="--engine-label")
+    return key, value
+
+
+def from_specs(specs: "list[EngineSpec]", *, labels: Iterable[tuple[str, str]] = (), jobs: int | None = None) -> Pool:
+    """The pool of the engines a run may use: those whose labels include
+    every ``labels`` pair, each checked for a safe transport before
+    anything connects.  ``jobs`` (-j) sets the slots of a pool of one."""
+    from . import engines as enginesmod
+    from .endpoints import check_transport
+    from .errors import InputError
+    wanted = tuple(labels)
+    chosen = [s for s in specs if all(s.label(k) == v for k, v in wanted)]
+    if not chosen:
+        asked = ", ".join(f"{k}={v}" for k, v in wanted)
+        known = "; ".join(f"{s.name}: " + (",".join(f"{k}={v}" for k, v in s.labels) or "no labels") for s in specs)
+        raise InputError(f"no engine has the labels {asked} (engines: {known})", field="--engine-label")
+    members = []
+    for spec in chosen:
+        check_transport(spec)
+        slots = max(spec.slots, jobs) if jobs and len(chosen) == 1 else spec.slots
+        members.append(Member(engine=enginesmod.from_spec(spec), slots=slots, labels=spec.labels))
+    return Pool(members)

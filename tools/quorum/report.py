@@ -195,11 +195,9 @@ class Site:
 
 def _engine_text(facts: dict) -> str:
     """EngineFacts as reproduce recorded them, in EngineFacts' own words."""
-    from .engine import EngineFacts
-    try:
-        return EngineFacts(**facts).describe()
-    except TypeError:
-        return json.dumps(facts, sort_keys=True)
+    from .engines import EngineFacts
+    f = EngineFacts.from_json(facts)
+    return f.describe() if f is not None else json.dumps(facts, sort_keys=True)
 
 def collect(root: Path, *, challenges: list[str] | None = None, state_dir: Path | None = None,
             pinned_root: str | None = None, history: str | None = None, audit: bool = True) -> Site:

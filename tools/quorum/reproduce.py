@@ -35,6 +35,7 @@ from .canon import atomic_write, dumps_pretty
 from .engine import Engine, new_owner
 from .errors import QuorumError
 from .model import Tree
+from .pool import Pool
 from .store import Store
 
 REPRODUCED, MISMATCH, FAILED = "REPRODUCED", "MISMATCH", "FAILED"
@@ -55,6 +56,8 @@ class Verdict:
     diff_dir: str | None = None
     diff_text: str | None = None
     reports: list[str] = field(default_factory=list)     # files written about a mismatch
+    built_on: str | None = None                          # the engine that built the manifest's artifact, if recorded
+    rebuilt_on: str | None = None                        # the engine of this rebuild
     diffoscope_command: str | None = None                # to look deeper at the two kept layer blobs
 
     def to_json(self) -> dict:
@@ -157,7 +160,11 @@ def _json(facts) -> dict | None:
 
 def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
               vary: set[str] | None = None, jobs: int = 1, engine=None, out: Path | None = None,
-              emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True) -> ReproResult:
+              emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True, pool: Pool | None = None,
+              elsewhere: bool = False) -> ReproResult:
+    """``pool`` (or one ``engine``; default the local one) runs the
+    rebuilds; with ``elsewhere`` each on an engine other than the one that
+    built the artifact it is compared with."""
     import time
     t0 = time.monotonic()
     current = manifestmod.load(tree.manifest_path)
@@ -189,10 +196,12 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
         emit({"event": "reproduce", "targets": [], "why": why, "applied": sorted(applied)})
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
                            notes=[f"nothing to rebuild: {why} is empty"])
+    if pool is None:
+        pool = Pool.of(engine if engine is not None else Engine(), slots=max(1, jobs))
     shim_image = None
+    shim_engine = pool.members[0].engine
     if outcome.plan.preload:
-        engine = engine or Engine()
-        shim_image = _build_shim(tree, main, engine, outcome, emit)
+        shim_image = _build_shim(tree, main, shim_engine, outcome, emit)
         if shim_image is not None:
             settings = replace(settings, preload_image=shim_image,
                                preload_env=tuple(sorted(outcome.plan.preload.items())))
@@ -212,12 +221,15 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                             notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
             opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
                                     reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
-                                    keep_going=True)
+                                    keep_going=True, elsewhere=elsewhere)
             # The builder's own "finish" says whether every build *ran*; the verdicts
             # are only known afterwards, so reproduce emits the finish event itself.
-            b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
+            b = buildlib.Builder(tree, store=Store(rebuild_store), pool=pool, options=opts,
                                  emit=lambda e: None if e.get("event") == "finish" else emit(e))
+            if shim_image is not None:
+                b.extra_images[shim_image] = _copy_from(shim_engine, shim_image)
             result = b.run()
+            built_by = buildlib.recorded_engines(main)
             verdicts = []
             for n in result.order:
                 if n not in force:
@@ -225,7 +237,8 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                 r = result.nodes[n]
                 exp = current.entries.get(n)
                 v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
-                            seconds=round(r.seconds, 3))
+                            seconds=round(r.seconds, 3), built_on=_engine_name(main, n, built_by),
+                            rebuilt_on=r.engine)
                 if r.status != "built":
                     v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
                 elif exp is None:
@@ -252,7 +265,9 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     finally:
         # The shim image is this run's alone (its owner label): gone with it.
         if shim_image is not None:
-            engine.release(shim_image, _SHIM_OWNER)
+            for m in pool.members:
+                if m.engine is shim_engine or shim_image in m.loads:
+                    m.engine.release(shim_image, _SHIM_OWNER)
     emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
           "seconds": round(res.seconds, 3),
           "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})
@@ -280,6 +295,30 @@ def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, em
             outcome.not_applied[name] = f"quorum's preload shim could not be built: {e}"
         outcome.plan.preload.clear()
         return None
+
+
+def _copy_from(source, image_id: str) -> Callable:
+    """How to give another engine an image ``source`` holds: export it
+    there, load it here (the image ID, its config digest, is checked by the
+    pool after the load)."""
+    import tempfile
+
+    def transfer(engine) -> None:
+        with tempfile.TemporaryDirectory(prefix="quorum-copy-") as tmp:
+            arch = Path(tmp) / "image.tar"
+            with open(arch, "wb") as f:
+                source.save(image_id, f)
+            engine.load(arch)
+    return transfer
+
+
+def _engine_name(main: Store, name: str, engines: dict[str, dict]) -> str | None:
+    """The name of the engine that built out/<name>/, as recorded."""
+    rec = main.record(name)
+    if rec is None or not rec.engine:
+        return None
+    facts = engines.get(rec.engine) or {}
+    return str(facts.get("name") or facts.get("endpoint") or rec.engine)
 
 
 def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path, diffoscope: bool) -> None:
