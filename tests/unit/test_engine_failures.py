@@ -6,16 +6,12 @@ test_engine_sharing.py and test_engine_lost.py.)"""
 from __future__ import annotations
 
 import io
-import threading
 from types import SimpleNamespace
 
 import pytest
 
-from quorum.build import Builder
 from quorum.engine import Engine
 from quorum.errors import BuildError, EngineError
-from quorum.tree import load_tree
-from treeutil import make_fixture_tree
 
 
 class ScriptedAPI:

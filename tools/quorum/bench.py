@@ -49,9 +49,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -591,7 +589,7 @@ class Bench:
         b = buildlib.Builder(load_tree(root), engine=Engine(), options=buildlib.Options(targets=(SEED,)))
         res = b.run()
         self.note_images(res)
-        b.ensure_loaded(SEED)
+        b.ensure_loaded(SEED, b.pool.members[0])
         seed_id = res.nodes[SEED].config_digest
         iters = self._calibrate(seed_id, sz.p3_burn_seconds)
         # A wide DAG on which the bound can be reached: `cores` roots, and

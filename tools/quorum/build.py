@@ -441,29 +441,29 @@ class Builder:
             self.pool.succeeded(member)
             self._skip(sched.finished(n))
             return False
-        e = outcome.error
+        err = outcome.error
         if outcome.engine_alive:
             # A shared engine can lose an image under a build, or hiccup:
             # once more (it may have lost what it held: check again); a
             # second failure is reported as the engine's.
             if attempt.retries >= 1:
-                return self._fail(sched, n, e, "engine")
+                return self._fail(sched, n, err, "engine")
             attempt.retries += 1
             self.pool.forget(member)
-            self.emit({"event": "retry", "name": n, "error": str(e)})
+            self.emit({"event": "retry", "name": n, "error": str(err)})
             sched.put_back(n)
             return False
         # The engine is gone: out of the pool until it answers again, and
         # the node moves elsewhere if it can.  Never the package's failure.
-        delay = self.pool.mark_unhealthy(member, str(e))
-        self.emit({"event": "engine", "engine": member.name, "health": "unhealthy", "error": str(e),
+        delay = self.pool.mark_unhealthy(member, str(err))
+        self.emit({"event": "engine", "engine": member.name, "health": "unhealthy", "error": str(err),
                    "retry_in": round(delay, 1)})
         if attempt.requeues < MAX_REQUEUES and self.pool.could_run(self._allowed(n), healthy_only=True):
             attempt.requeues += 1
-            self.emit({"event": "requeue", "name": n, "error": str(e)})
+            self.emit({"event": "requeue", "name": n, "error": str(err)})
             sched.put_back(n)
             return False
-        return self._fail(sched, n, e, "engine")
+        return self._fail(sched, n, err, "engine")
 
     def _fail(self, sched: Schedule, n: str, e: QuorumError, kind: str) -> bool:
         self._record_failure(n, e, kind)
@@ -589,6 +589,8 @@ class Builder:
         has our bytes, not a look-alike tag."""
         r = self.results[name]
         if self._load(name, self._layout_of(name), r.config_digest, member):
+            # Transfers are what a pool costs: each one is shown.
+            self.emit({"event": "load", "name": name, "engine": member.name, "image": r.config_digest})
             self._tag(name, r, member.engine)
 
     def _layout_of(self, name: str) -> Path:
@@ -764,9 +766,10 @@ class Builder:
         engines.json (every engine that ever built into this store, by
         identity), so a record's engine identity can be named later."""
         used = self.used_engines()
-        if not used:
+        main = self.engine_facts()
+        if not used or main is None:
             return
-        canon.atomic_write(self.store.out / ENGINE_FILE, canon.dumps_pretty(self.engine_facts().to_json()))
+        canon.atomic_write(self.store.out / ENGINE_FILE, canon.dumps_pretty(main.to_json()))
         known = recorded_engines(self.store)
         for f in used:
             if f.identity:

@@ -88,7 +88,7 @@ class Engine(Protocol):
 
     def facts(self) -> EngineFacts: ...
 
-    def answers(self) -> bool: ...     # a quick liveness probe
+    def answers(self, timeout: float = 5) -> bool: ...     # a quick liveness probe
 
     def has_image(self, image_id: str) -> bool: ...
 
