@@ -30,7 +30,7 @@ from . import graph as graphmod
 from . import attest, imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
 from .engines import BuildOptions, Cancelled, Engine, EngineFacts
 from .engines.docker import DockerEngine, new_owner
-from .errors import BuildError, EngineError, FetchError, MachineError, QuorumError, describe_os_error
+from .errors import BuildError, EngineError, FetchError, InputError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
 from .model import Package, Seed, Tree
 from .pool import Member, Pool
@@ -314,7 +314,7 @@ class Builder:
         for n, identity in sorted(self._avoid.items()):
             if not self.pool.could_run(self._allowed(n)):
                 names = ", ".join(m.name for m in self.pool.members)
-                raise QuorumError(f"every engine in the pool ({names}) is the engine that built {n} "
+                raise InputError(f"every engine in the pool ({names}) is the engine that built {n} "
                                   f"(identity {identity}): add another with --engine URL", field="--elsewhere")
 
     def _start_ready(self, sched: Schedule, workers: ThreadPoolExecutor, running: dict[Future, _Attempt],

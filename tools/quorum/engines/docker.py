@@ -9,6 +9,7 @@ another ``DockerEngine(spec)``, not a rewrite.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -109,9 +110,12 @@ class DockerEngine:
         # The CPU model is not in the Docker API; an engine on this machine's
         # socket runs its containers on this machine's CPU.
         local = self.endpoint.startswith("unix://")
-        # The daemon's ID is made once and kept in its data root: the one
-        # name an engine keeps whatever URL reaches it.
-        identity = str(info.get("ID") or "") or f"{info.get('Name', '?')}:{info.get('DockerRootDir', '?')}"
+        # What an engine keeps whatever URL reaches it: the daemon's ID (its
+        # key; shared by daemons that share /etc/docker), its host's name
+        # and its data root (one image store).  Hashed: a record need not
+        # carry host names and paths.
+        parts = [str(info.get(k) or "") for k in ("ID", "Name", "DockerRootDir")]
+        identity = "docker:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
         return EngineFacts(endpoint=self.endpoint, kind=kind, version=str(ver.get("Version", "?")),
                            os=str(info.get("OperatingSystem", "?")), kernel=str(info.get("KernelVersion", "?")),
                            arch=str(info.get("Architecture", "?")), cpus=int(info.get("NCPU") or 0),
