@@ -69,6 +69,21 @@ def test_two_engines_give_the_one_engine_manifest_and_both_are_used(tmp_path):
         assert store.record(name).engine == (a if name in a.builds else b).identity
 
 
+def test_a_dependency_goes_to_each_engine_at_most_once(tmp_path):
+    fan = {"base": [], **{f"d{i}": ["base"] for i in range(6)}}
+    a = FakeEngine(name="a", default_delay=0.05)
+    b = FakeEngine(name="b", default_delay=0.05)
+    res, events, _ = run(write_tree(tmp_path / "t", fan), a, b)
+    assert res.ok
+    on = started_on(events)
+    other = b if on["base"] == "a" else a
+    # several dependents of base ran on the other engine: base went there once
+    assert sum(1 for n, e in on.items() if n != "base" and e == other.name) >= 2, on
+    base_image = res.nodes["base"].config_digest
+    assert other.loads[base_image] == 1
+    assert [e["engine"] for e in events if e["event"] == "load" and e["name"] == "base"] == [other.name]
+
+
 def test_every_event_about_a_node_names_its_engine(tmp_path):
     res, events, _ = run(write_tree(tmp_path / "t", DIAMOND), FakeEngine(name="a"), FakeEngine(name="b"))
     assert res.ok
