@@ -4,10 +4,16 @@ The library emits events (plain dicts, see docs/spec/events.md) and returns a
 Result; it never prints.  The CLI turns events into a live display or JSON
 lines, and tests assert on them.
 
+The scheduler (Builder.run) takes ready nodes from a Schedule (schedule.py:
+order, gates, skips) and places each on an engine of a Pool (pool.py: slots,
+health, affinity, transfers); workers build, the scheduling thread settles
+each outcome (done, failed, retried, requeued).  Wherever a node was built,
+the coordinator normalises and publishes it, so the manifest is the same.
+
 One package's build, step by step (each a function below):
     inputs   -> input hash; a whole artifact for it in out/ means "cached"
     fetch    -> sources into the cache, sha256-checked
-    load     -> seed and dependency artifacts into the engine, by digest
+    load     -> seed and dependency artifacts into the node's engine, by digest
     render   -> Containerfile + build.sh into a deterministic context tar
     engine   -> build with the network off
     oci      -> the one layer, normalised, written as an OCI layout

@@ -33,6 +33,7 @@ $XDG_CACHE_HOME/quorum/sources/.  Typical session:
   quorum build                 build everything, write manifests/manifest.json
   quorum build -j 2 hello      build one package and what it needs
   quorum graph                 print the build order, write out/graph.dot
+  quorum engines               list the engines builds run on (docs/farm.md)
   quorum reproduce             rebuild what changed, with variations
   quorum sign / verify         sign the manifest / check the trust policy
 
