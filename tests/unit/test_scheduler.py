@@ -248,3 +248,26 @@ def test_reproduce_elsewhere_rebuilds_on_another_engine_or_refuses(tmp_path):
     with pytest.raises(QuorumError) as ei:
         run(root, FakeEngine(name="a-alone", identity=a.identity), options=opts, store=Store(tmp_path / "r2"))
     assert ei.value.field == "--elsewhere" and "add another with --engine" in str(ei.value)
+
+
+def test_an_image_one_engine_holds_is_copied_to_another_once(tmp_path):
+    """How reproduce gives its preload shim to every engine that rebuilds."""
+    import io
+    import tarfile
+
+    from quorum.reproduce import _copy_from
+    a, b = FakeEngine(name="a"), FakeEngine(name="b")
+    ctx = io.BytesIO()
+    data = b"# Rendered by quorum for shim 1: x\n"
+    with tarfile.open(fileobj=ctx, mode="w") as tf:
+        ti = tarfile.TarInfo("Containerfile")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    ctx.seek(0)
+    image = a.build(ctx)
+    pool = Pool([Member(engine=a), Member(engine=b)])
+    copy = _copy_from(a, image, Store(tmp_path / "store"))
+    assert pool.ensure_image(pool.members[1], image, copy) is True
+    assert pool.ensure_image(pool.members[1], image, copy) is False
+    assert b.has_image(image) and b.loads[image] == 1
+    assert list((tmp_path / "store" / ".tmp").iterdir()) == []      # the staged archive is gone

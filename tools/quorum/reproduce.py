@@ -227,7 +227,7 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
             b = buildlib.Builder(tree, store=Store(rebuild_store), pool=pool, options=opts,
                                  emit=lambda e: None if e.get("event") == "finish" else emit(e))
             if shim_image is not None:
-                b.extra_images[shim_image] = _copy_from(shim_engine, shim_image)
+                b.extra_images[shim_image] = _copy_from(shim_engine, shim_image, b.store)
             result = b.run()
             built_by = buildlib.recorded_engines(main)
             verdicts = []
@@ -297,15 +297,14 @@ def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, em
         return None
 
 
-def _copy_from(source, image_id: str) -> Callable:
+def _copy_from(source, image_id: str, store: Store) -> Callable:
     """How to give another engine an image ``source`` holds: export it
     there, load it here (the image ID, its config digest, is checked by the
-    pool after the load)."""
-    import tempfile
-
+    pool after the load).  The archive is staged in ``store``, whose next
+    run removes what a crash left."""
     def transfer(engine) -> None:
-        with tempfile.TemporaryDirectory(prefix="quorum-copy-") as tmp:
-            arch = Path(tmp) / "image.tar"
+        with store.staging("copy") as tmp:
+            arch = tmp / "image.tar"
             with open(arch, "wb") as f:
                 source.save(image_id, f)
             engine.load(arch)
