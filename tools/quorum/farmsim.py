@@ -26,11 +26,13 @@ import random
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 
+from .engines import Engine
 from .engines.fake import FakeEngine, VirtualClock
 from .pool import Member, Pool
 from .schedule import Schedule
@@ -179,21 +181,24 @@ def simulate(dag: Dag, slots: int, engines: int, *, load_seconds: float = LOAD_S
         running: list[tuple[float, int, str, Member]] = []
         seq = 0
         done = 0
+        def transfer(dep: str) -> Callable[[Engine], None]:
+            return lambda eng: eng.load(archives[dep])
+
         while done < len(dag.order):
             while True:
-                n = sched.take()
-                if n is None:
+                ready = sched.take()
+                if ready is None:
                     break
-                m = pool.place([_image(d) for d in dag.deps[n]])
-                if m is None:
-                    sched.put_back(n)
+                placed = pool.place([_image(d) for d in dag.deps[ready]])
+                if placed is None:
+                    sched.put_back(ready)
                     break
                 clock.take()
-                for d in dag.deps[n]:
-                    pool.ensure_image(m, _image(d), lambda eng, d=d: eng.load(archives[d]))
-                m.engine.build(io.BytesIO(contexts[n]))
+                for d in dag.deps[ready]:
+                    pool.ensure_image(placed, _image(d), transfer(d))
+                placed.engine.build(io.BytesIO(contexts[ready]))
                 seq += 1
-                heapq.heappush(running, (now[0] + clock.take(), seq, n, m))
+                heapq.heappush(running, (now[0] + clock.take(), seq, ready, placed))
             finish, _, n, m = heapq.heappop(running)
             now[0] = finish
             pool.release(m)
