@@ -89,7 +89,7 @@ class BuildFacts:
     """Everything the provenance of one artifact says, as the builder knows it."""
     tree: str                                 # the tree's name (quorum.yaml)
     name: str
-    kind: str                                 # package | bootstrap | seed
+    kind: str                                 # package | bootstrap | seed | environment | twin
     version: str
     image: str                                # "<namespace>/<name>:<tag>"
     digest: str                               # "sha256:…": the manifest digest (the subject)
@@ -217,9 +217,17 @@ def write_provenance(tree, out: Path, name: str, img, results: dict, *, settings
     if name in tree.seeds:
         node = tree.seeds[name]
         materials = seed_materials(node)
+    elif name in tree.environments:
+        node = tree.environments[name]
+        materials = tuple(Material(name=image(m), sha256=_hex(results[m].digest, f"member.{m}"),
+                                   annotations={"role": "member", "package": m, "config": results[m].config_digest})
+                          for m in node.members)
     else:
-        node = tree.packages[name]
-        seed_name = node.seed or tree.config.default_seed
+        # A twin (docs/spec/environment.md) is its package's definition
+        # built in the gate's environment: the same materials but that one.
+        twin = tree.twins.get(name)
+        node = twin.package if twin else tree.packages[name]
+        seed_name = twin.environment if twin else tree.base_of(node)
         ref = (lambda n: render.DepRef(name=n, image=results[n].config_digest))
         rendered = render.render(node, seed_image=ref(seed_name).image if seed_name else None,
                                  deps=[ref(d) for d in node.deps], epoch=epoch, settings=settings)

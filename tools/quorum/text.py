@@ -24,3 +24,12 @@ def printable(s: str) -> str:
         else:
             out.append(f"\\u{o:04x}")
     return "".join(out)
+
+
+def known(names) -> str:
+    """" (known: a, b, …)" for an error about a name that does not exist:
+    the first eight, sorted, so that the message stays one short line."""
+    names = sorted(names)
+    if not names:
+        return " (none are defined)"
+    return " (known: " + ", ".join(names[:8]) + (", …" if len(names) > 8 else "") + ")"
