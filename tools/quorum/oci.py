@@ -352,6 +352,7 @@ def _tar_add_file(tw: tarfile.TarFile, arcname: str, path: Path | None = None, d
         ti.size = len(data)
         tw.addfile(ti, io.BytesIO(data))
     else:
+        assert path is not None, "_tar_add_file needs a path or data"
         ti.size = path.stat().st_size
         with open(path, "rb") as f:
             tw.addfile(ti, f)
@@ -368,7 +369,7 @@ def write_archive(layout: Path, dst: BinaryIO, *, ref: imageref.ImageRef | None 
     a fixed order with fixed metadata; gzip (for transport only) without
     name or time."""
     info = read_layout(layout)
-    raw: BinaryIO = dst
+    raw: BinaryIO | gzip.GzipFile = dst
     gz = None
     if compress:
         gz = gzip.GzipFile(fileobj=dst, mode="wb", mtime=0, filename="", compresslevel=6)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 
 from . import canon
@@ -207,7 +208,9 @@ def _load_role(data, name: str, path: Path) -> Role:
         if not is_fingerprint(k):
             raise e.err("fingerprint", f"{k!r:.70} is not a fingerprint (40 or 64 upper-case hex digits, "
                                        "no spaces; see 'gpg --with-colons --fingerprint')")
-        digest = e.string("sha256", _SHA256_RE, required=True, what="64 lower-case hex digits")
+        # required=True: string() raises rather than return None, which its
+        # declared type (tree._Fields, owned elsewhere) cannot say.
+        digest = cast(str, e.string("sha256", _SHA256_RE, required=True, what="64 lower-case hex digits"))
         e.finish()
         keys.append(k)
         digests[k] = digest

@@ -104,7 +104,9 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
                     if not name or _excluded(name, seed.exclude):
                         continue
                     if m.isreg():
-                        data = tf.extractfile(m).read()
+                        f = tf.extractfile(m)
+                        assert f is not None  # a regular member always has data
+                        data = f.read()
                         ident = "file:" + hashlib.sha256(data).hexdigest() + f":{m.mode & 0o7777:o}"
                     elif m.isdir():
                         ident, data = "dir", None
@@ -133,13 +135,13 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
                 ti.type, ti.mode = tarfile.DIRTYPE, mode
                 out.addfile(ti)
                 owners[name] = ("quorum", "dir")
-        for path, target in seed.symlinks:
-            name = oci._clean_name(path)
+        for link, target in seed.symlinks:
+            name = oci._clean_name(link)
             if name in owners and owners[name][1] == "sym:" + target:
                 continue   # a package already ships exactly this link
             if name in owners:
-                raise DefinitionError(f"{path} already exists in the seed ({owners[name][0]})",
-                                      file=seed.definition_file, field=f"symlinks.{path}")
+                raise DefinitionError(f"{link} already exists in the seed ({owners[name][0]})",
+                                      file=seed.definition_file, field=f"symlinks.{link}")
             ti = tarfile.TarInfo(name)
             ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
             out.addfile(ti)

@@ -337,8 +337,11 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         rebuilt = _count_rebuilders(home, files, pol, man, anchors) if any(
             r.rebuilders for r in pol.roles.values()) else None
     for c in report.signatures:
-        if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
-                                               manifest_sha256=report.manifest_sha256) is None:
+        # A counted signature always names its signer (check_signature_file);
+        # None here would be no signer to find, so "not in the log" as well.
+        if c.problem is None and (c.fingerprint is None or translog.find(
+                entries, signer=c.fingerprint, signature_sha256=c.sha256,
+                manifest_sha256=report.manifest_sha256) is None):
             # An unlogged signature is one the public history never saw:
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
