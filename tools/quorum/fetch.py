@@ -164,6 +164,7 @@ class SourceCache:
 
     def _from_debian(self, src: Source, tmp: Path) -> Path | None:
         d = src.debian
+        assert d is not None  # _origins offers this origin only for a source with one
         try:
             files = self.apt.download_source(d.package, d.version, tmp / "src")
         except FetchError:

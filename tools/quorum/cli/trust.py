@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .lazy import lazy
 from ..text import printable
 from .ui import table
+
+if TYPE_CHECKING:   # for annotations only: the verbs import their libraries lazily
+    from ..verify import Report as VerifyReport
 
 signlib = lazy("quorum.sign")
 verifylib = lazy("quorum.verify")
@@ -143,7 +147,7 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
-def render(report: verifylib.Report) -> str:
+def render(report: VerifyReport) -> str:
     lines = [f"tree {report.tree}  commit {report.commit or '-'}  serial {report.serial}  "
              f"expires {report.expires or '-'}  policy v{report.policy_version}",
              f"manifest sha256:{report.manifest_sha256}"]
