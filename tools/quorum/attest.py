@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -495,7 +496,10 @@ def sign_envelope(statement: dict, *, fingerprint: str, homedir: str | None) -> 
     among them, seen with GnuPG 2.2/2.4), so a verifier using it — in-toto's
     reference implementation included — could not check a subkey's
     signature (docs/spec/attestations.md)."""
-    dsse, exceptions, gpgfn, _GPGKey, GPGSigner = _sslib()
+    dsse, exceptions, gpgfn, _GPGKey, _GPGSigner = _sslib()
+    # Imported by _sslib already (with its error message); named here
+    # directly so the subclass below has a real class as its base.
+    from securesystemslib.signer import GPGSigner
 
     class PrimarySigner(GPGSigner):
         # Only the key selection differs from GPGSigner: "FPR!" makes GnuPG
@@ -526,7 +530,7 @@ class Anchor:
     keys: tuple[Any, ...]                     # securesystemslib GPGKey, one per usable part
 
 
-def anchors_from_home(homedir: str, fingerprints: list[str], unusable: set[str] = frozenset(),
+def anchors_from_home(homedir: str, fingerprints: list[str], unusable: AbstractSet[str] = frozenset(),
                       notes: list[str] | None = None) -> dict[str, Anchor]:
     """The securesystemslib keys of anchors already imported into a
     throwaway GnuPG home.  ``unusable``: (sub)key fingerprints that are
