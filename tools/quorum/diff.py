@@ -236,11 +236,14 @@ class _Layer:
 
 # --- comparators -------------------------------------------------------------
 
+CompareFn = Callable[[Blob, Blob, Limits], list[Detail]]
+
+
 @dataclass(frozen=True)
 class Comparator:
     name: str
     recognizes: Callable[[Blob, Limits], bool]
-    compare: Callable[[Blob, Blob, Limits], list[Detail]]
+    compare: CompareFn
 
 
 # Tried in order; the first that recognises *both* sides is used.  The binary
@@ -248,12 +251,13 @@ class Comparator:
 COMPARATORS: list[Comparator] = []
 
 
-def comparator(name: str, recognizes: Callable[[Blob, Limits], bool], *, first: bool = False):
+def comparator(name: str, recognizes: Callable[[Blob, Limits], bool], *,
+               first: bool = False) -> Callable[[CompareFn], CompareFn]:
     """Register a content comparator: the decorated function gets both
     Blobs and the Limits and returns Details.  It is tried after those
     registered before it (``first=True``: before all of them), and always
     before the binary fallback."""
-    def wrap(fn: Callable[[Blob, Blob, Limits], list[Detail]]):
+    def wrap(fn: CompareFn) -> CompareFn:
         c = Comparator(name, recognizes, fn)
         fallback = [x for x in COMPARATORS if x.name == "binary"]
         rest = [x for x in COMPARATORS if x.name != "binary"]

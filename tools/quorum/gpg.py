@@ -400,7 +400,7 @@ class Home:
         return Verification(tuple(sigs), rc, False, nodata, err), payload
 
 
-def _sign_failure(res, key: str | None) -> str:
+def _sign_failure(res: gnupg.Sign, key: str | None) -> str:
     who = f"key {key!r}" if key else "GnuPG's default key"
     status = getattr(res, "status", None) or ""
     detail = _last_line(getattr(res, "stderr", "") or "")

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 
 from . import canon
@@ -185,13 +185,13 @@ def load(path: Path) -> Policy:
     return Policy(version=version, rotation_role=rotation_role, roles=roles, path=path, data=data)
 
 
-def _parse_yaml(data: bytes, path: Path):
+def _parse_yaml(data: bytes, path: Path) -> Any:
     """Parse the very bytes that were read (and that a rotation signs): a
     second read could see a different file."""
     return parse_yaml(data, path, PolicyError)
 
 
-def _load_role(data, name: str, path: Path) -> Role:
+def _load_role(data: dict[str, Any], name: str, path: Path) -> Role:
     prefix = f"roles.{name}"
     if not ROLE_RE.match(name):
         raise DefinitionError(f"role name must match {ROLE_RE.pattern}", file=path, field=prefix)

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -36,6 +36,11 @@ from .errors import InputError, QuorumError
 from .safeio import JSON_LIMIT, loads_json, read_regular
 from .store import Store
 from .text import printable
+
+if TYPE_CHECKING:
+    import jinja2      # imported where it is used: only writing needs it
+
+    from .model import Tree
 
 REPRODUCED, MISMATCH, FAILED, NOT_YET = "REPRODUCED", "MISMATCH", "FAILED", "not yet"
 # Where challenge manifests are found when none are named with --challenge:
@@ -358,7 +363,7 @@ def _read_challenges(root: Path, specs: list[str] | None, man: manifestmod.Manif
                                          digest=theirs.digest, reason=reason))
 
 
-def _gates(tree, man: manifestmod.Manifest | None, store: Store) -> list[Gate]:
+def _gates(tree: Tree, man: manifestmod.Manifest | None, store: Store) -> list[Gate]:
     """A gate compares the members' layers (their files; the artifacts'
     own digests differ anyway, since each names its package).  The verdict
     the build recorded in the manifest is the one shown; without one, the
@@ -427,7 +432,7 @@ def _trust(root: Path, state_dir: Path | None, pinned_root: str | None) -> Trust
     return t
 
 
-def _audit(tree, store: Store, nodes: dict[str, Node], site: Site) -> None:
+def _audit(tree: Tree, store: Store, nodes: dict[str, Node], site: Site) -> None:
     from . import audit as auditmod
     try:
         res = auditmod.audit(tree, store=store)
@@ -580,7 +585,7 @@ def render_svg(dot: str) -> bytes | None:
 
 # --- writing ----------------------------------------------------------------------------------------
 
-def _env():
+def _env() -> jinja2.Environment:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates" / "report")),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,

@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
@@ -186,7 +187,7 @@ def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> 
 
 # --- signing ----------------------------------------------------------------------------
 
-def sign(root: Path, **kw) -> SignReport:
+def sign(root: Path, **kw: Any) -> SignReport:
     """Sign the tree's manifest (see _sign) holding out/'s lock: a build
     must not replace the artifacts being vouched for, and two signers must
     not interleave their read-modify-write of the log."""
