@@ -148,7 +148,8 @@ class Built:
     config_digest: str
 
 
-def package_materials(pkg: Package, rendered: Rendered, built_on: list[Built], file_hashes: dict[str, list]) -> tuple[Material, ...]:
+def package_materials(pkg: Package, rendered: Rendered, built_on: list[Built],
+                      file_hashes: dict[str, list]) -> tuple[Material, ...]:
     """A package's resolved dependencies: sources (sha256 and every origin),
     the seed and dependencies (by manifest digest), the package's own files
     and the rendered Containerfile and scripts."""
