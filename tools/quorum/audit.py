@@ -7,6 +7,12 @@
 * Static ELF: every ELF file in those artifacts has no program interpreter
   (PT_INTERP) and no dynamic section (PT_DYNAMIC), so nothing at run time
   resolves into a library outside the artifact.
+* Seed-free builds (docs/spec/environment.md): for every environment gate,
+  each package of packages/ built in a seed has a twin built in the
+  environment, with no Debian seed, whose files are identical (read from
+  the store's records, not from the manifest); an exempt package is named
+  with its reason.  The environments themselves get the seed-file check:
+  an environment holding a Debian file would prove nothing.
 
 Nothing is extracted: layers are read as tar streams.
 """
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import oci
-from .model import Tree
+from .model import EnvironmentGate, Tree, twin_name
 from .store import Store
 from .text import printable
 
@@ -43,6 +49,21 @@ class Finding:
 
 
 @dataclass
+class SeedFree:
+    """One environment gate, as the store shows it."""
+    gate: str
+    environment: str
+    identical: list[str] = field(default_factory=list)       # packages whose twin has the same files
+    exempt: dict[str, str] = field(default_factory=dict)     # package -> reason (from quorum.yaml)
+    in_environment: list[str] = field(default_factory=list)  # packages built in the environment itself
+    missing: list[str] = field(default_factory=list)         # twins not built: nothing proven
+
+    def to_json(self) -> dict:
+        return {"gate": self.gate, "environment": self.environment, "identical": self.identical,
+                "exempt": self.exempt, "in_environment": self.in_environment, "missing": self.missing}
+
+
+@dataclass
 class AuditResult:
     checked: list[str]
     findings: list[Finding] = field(default_factory=list)
@@ -51,16 +72,18 @@ class AuditResult:
     seed_files: int = 0
     missing: list[str] = field(default_factory=list)
     allowed: list[Finding] = field(default_factory=list)
+    seed_free: list[SeedFree] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.findings and not self.missing
+        return not self.findings and not self.missing and not any(g.missing for g in self.seed_free)
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "checked": self.checked, "files": self.files, "elf_files": self.elf_files,
                 "seed_files": self.seed_files, "missing": self.missing,
                 "allowed": [f.to_json() for f in self.allowed],
-                "findings": [f.to_json() for f in self.findings]}
+                "findings": [f.to_json() for f in self.findings],
+                "seed_free": [g.to_json() for g in self.seed_free]}
 
 
 def elf_dynamic_parts(head: bytes, read_at) -> list[str]:
@@ -125,6 +148,8 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
     built in and from the seeds by design and are not checked)."""
     store = store or Store(tree.out)
     names = packages or sorted(n for n, p in tree.packages.items() if p.kind == "package")
+    if not packages:
+        names += sorted(tree.environments)
     result = AuditResult(checked=names)
     present = [s for s in sorted(tree.seeds) if store.record(s)]
     result.missing += [f"seed {s} (not built: cannot compare)" for s in sorted(tree.seeds) if s not in present]
@@ -156,8 +181,39 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
                         result.allowed.append(finding)
                     else:
                         result.findings.append(finding)
-                if head[:4] == b"\x7fELF":
+                if head[:4] == b"\x7fELF" and n not in tree.environments:
+                    # An environment builds; it ships nothing, and its
+                    # members' shared libraries are not run by anyone.
                     result.elf_files += 1
                     for what in elf_dynamic_parts(head, _reader(f)):
                         result.findings.append(Finding(n, m.name, "dynamic-elf", what))
+    result.seed_free = [_seed_free(tree, store, gate, names, result) for gate in tree.config.environment_gates]
     return result
+
+
+def _seed_free(tree: Tree, store: Store, gate: EnvironmentGate, names: list[str], result: AuditResult) -> SeedFree:
+    """Each audited package's twin against the package, by the layer digest
+    of the store's records (the files; docs/spec/environment.md)."""
+    out = SeedFree(gate=gate.name, environment=gate.environment)
+    exempt = dict(gate.exempt)
+    for n in names:
+        pkg = tree.packages.get(n)
+        if pkg is None:
+            continue
+        if tree.base_of(pkg) == gate.environment:
+            out.in_environment.append(n)
+            continue
+        twin = twin_name(n, gate.environment)
+        if twin not in tree.twins:
+            continue   # a bootstrap stage: built in the seeds by design
+        mine, theirs = store.record(n), store.record(twin)
+        if mine is None or theirs is None:
+            out.missing.append(f"{twin} (not built: run quorum build)" if mine else f"{n} (not built)")
+        elif mine.layer_digest == theirs.layer_digest:
+            out.identical.append(n)
+        elif n not in exempt:
+            result.findings.append(Finding(n, "", "seed-free", f"differs from {twin}, its build in "
+                                                                f"{gate.environment}: run quorum build"))
+        if n in exempt:
+            out.exempt[n] = exempt[n]
+    return out

@@ -46,6 +46,15 @@ def copy_default_tree(dest: Path, epoch: int) -> Path:
     return dest
 
 
+# What Podman needs in this container, and why:
+# - vfs: it needs no mounts, so a test that dies leaves nothing mounted,
+#   and it works whatever file system the temporary folder is on (the
+#   price is a full copy of every layer, which R3 measures).
+# - runc: the container's cgroups are v1 with a v2 "unified" mount
+#   (hybrid), which crun (Debian podman's default runtime) refuses for every
+#   RUN step: "cgroups in hybrid mode not supported".  runc works on any.
+# Nothing else (no rlimits, no cgroup manager, no network set-up: quorum's
+# builds run with the network off).
 _CONTAINERS_CONF = '[engine]\nruntime = "runc"\n'
 
 

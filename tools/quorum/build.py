@@ -28,17 +28,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import canon
 from . import graph as graphmod
 from . import attest, imageref, inputs, layercheck, manifest, oci, render, seed as seedmod, temps
+from . import environment as envmod
 from .engines import BuildOptions, Cancelled, Engine, EngineFacts
 from .engines.docker import DockerEngine, new_owner
 from .errors import BuildError, EngineError, FetchError, InputError, MachineError, QuorumError, describe_os_error
 from .fetch import SourceCache
-from .model import Package, Seed, Tree
+from .model import Environment, EnvironmentGate, Package, Seed, Tree, twin_name
 from .pool import Member, Pool
 from .schedule import Schedule
 from .store import Record, Store
@@ -182,7 +183,17 @@ class _Outcome:
     engine_alive: bool = True
 
 
-Job = Callable[[Member], None]
+# A node's work, given the engine it was placed on (None: the coordinator's
+# own work, which needs no engine).
+Job = Callable[[Member | None], None]
+
+
+def _placed(member: Member | None) -> Member:
+    """The engine a package build was placed on (the scheduler places every
+    node that _needs_engine)."""
+    if member is None:
+        raise QuorumError("internal error: a package build was started without an engine")
+    return member
 
 
 class Builder:
@@ -206,6 +217,7 @@ class Builder:
         # engine): ours, or the one reused from.
         self._store_of: dict[str, Store] = {}
         self.gates: dict[str, dict] = {}
+        self._env_gates = {g.node: g for g in tree.config.environment_gates}
         # Names this run's engine images (see DockerEngine.release): only
         # images whose making step carries it are ever removed by this run.
         self.owner = new_owner()
@@ -301,9 +313,7 @@ class Builder:
                 need |= graphmod.closure(g, members)
         order = [n for n in graphmod.order(g) if n in need]
         for n in order:
-            node = self.tree.seeds.get(n) or self.tree.packages[n]
-            kind = "seed" if n in self.tree.seeds else node.kind
-            version = node.version if isinstance(node, Package) else seedmod.version(node)
+            kind, version = self._describe(n)
             self.results[n] = NodeResult(name=n, kind=kind, version=version)
         return order
 
@@ -350,6 +360,11 @@ class Builder:
             if len(running) >= self.pool.slots:
                 blocked.append(n)
                 break
+            if not self._needs_engine(n):
+                # Assembled by the coordinator itself: no engine, no slot
+                # (the cap on running jobs still holds).
+                running[workers.submit(self._work, attempt, self._jobs[n])] = attempt
+                continue
             member = self.pool.place(self._wants(n), self._allowed(n))
             if member is None:
                 # No engine that may take it answers: fail now, as a single
@@ -372,12 +387,16 @@ class Builder:
             sched.put_back(n)
         return stop
 
+    def _needs_engine(self, n: str) -> bool:
+        """Packages and twins are built on an engine; seeds, environments
+        and environment gates are the coordinator's own work."""
+        return n in self.tree.packages or n in self.tree.twins
+
     def _wants(self, n: str) -> list[str]:
         """The images a node's build needs on its engine (affinity)."""
-        if n in self.tree.seeds:
-            return []
-        pkg = self.tree.packages[n]
-        names = [pkg.seed or self.tree.config.default_seed, *pkg.deps]
+        twin = self.tree.twins.get(n)
+        pkg = twin.package if twin else self.tree.packages[n]
+        names = [twin.environment if twin else self.tree.base_of(pkg), *pkg.deps]
         return [d for d in (self.results[x].config_digest for x in names if x and x in self.results) if d]
 
     def _allowed(self, n: str) -> Callable[[Member], bool]:
@@ -408,13 +427,14 @@ class Builder:
         """A worker: run the node's build on its engine.  The engine's own
         failure comes back as an outcome, with whether it still answers."""
         member = attempt.member
-        assert member is not None
         try:
             job(member)
             return _Outcome()
         except EngineError as e:
             if self.engine_cancelled():
                 raise Cancelled() from None
+            if member is None:
+                raise      # no engine of the pool was involved: nothing to retry elsewhere
             return _Outcome(error=e, engine_alive=member.engine.answers())
 
     def _settle(self, sched: Schedule, attempt: _Attempt, fut: Future) -> bool:
@@ -422,8 +442,8 @@ class Builder:
         skip.  Returns whether the build must stop (a failure without
         --keep-going)."""
         n, member = attempt.name, attempt.member
-        assert member is not None
-        self.pool.release(member)
+        if member is not None:
+            self.pool.release(member)
         try:
             outcome = fut.result()
         except QuorumError as e:
@@ -444,10 +464,12 @@ class Builder:
             self.results[n].log_tail = traceback.format_exc().splitlines()[-12:]
             return self._fail(sched, n, err, "internal")
         if outcome.error is None:
-            self.pool.succeeded(member)
+            if member is not None:
+                self.pool.succeeded(member)
             self._skip(sched.finished(n))
             return False
         err = outcome.error
+        assert member is not None     # _work re-raises an engine error outside the pool
         if outcome.engine_alive:
             # A shared engine can lose an image under a build, or hiccup:
             # once more (it may have lost what it held: check again); a
@@ -534,6 +556,38 @@ class Builder:
             out.append(f"{a} vs {b}: " + (", ".join(paths) if paths else "image config differs"))
         return out
 
+    def _check_environment_gate(self, gate: EnvironmentGate) -> None:
+        """Each member against its twin (docs/spec/environment.md); the
+        verdict is recorded for the manifest, and a difference that is not
+        exempt fails the gate's node, so nothing built in the environment is
+        built and no manifest is written."""
+        r = self.results[gate.node]
+        pairs = sorted((t.package.name, t.name) for t in self.tree.twins.values() if t.gate == gate.name)
+        digests = {}
+        for p, t in pairs:
+            digests[p], digests[t] = self.results[p].layer_digest, self.results[t].layer_digest
+        differ = [(p, t) for p, t in pairs if digests[p] != digests[t]]
+        exempt = dict(gate.exempt)
+        failing = [(p, t) for p, t in differ if p not in exempt]
+        check: dict = {"kind": "environment", "environment": gate.environment,
+                       "members": [p for p, _ in pairs], "digests": dict(sorted(digests.items())),
+                       "result": "fail" if failing else "pass"}
+        if exempt:
+            check["exempt"] = {p: {"reason": why, "identical": digests[p] == digests[twin_name(p, gate.environment)]}
+                               for p, why in sorted(exempt.items())}
+        if failing:
+            check["differences"] = [d for p, t in failing for d in self._gate_differences([p, t])]
+        self.gates[gate.name] = check
+        self.emit({"event": "gate", "name": gate.name, **check})
+        if failing:
+            first = check["differences"][0]
+            more = f" (and {len(failing) - 1} more package(s))" if len(failing) > 1 else ""
+            raise BuildError(f"gate {gate.name}: {failing[0][0]} built in {gate.environment} differs from its build "
+                             f"in {self.tree.base_of(self.tree.packages[failing[0][0]])}{more}; first differing "
+                             f"files: {first}", package=gate.node)
+        r.status = "built"
+        self.emit({"event": "built", "name": gate.node, "digest": None, "size": 0, "seconds": 0.0})
+
     def _record_failure(self, n: str, e: QuorumError, kind: str) -> None:
         r = self.results[n]
         r.status, r.failure, r.error = "failed", kind, str(e)
@@ -543,21 +597,48 @@ class Builder:
                    "log_tail": r.log_tail})
 
     # --- inputs: hash, and the cache decision --------------------------------
+    def _describe(self, n: str) -> tuple[str, str]:
+        """A node's kind and version (docs/spec/manifest.md; twins and gate
+        nodes are not manifest entries, see docs/spec/environment.md)."""
+        t = self.tree
+        if n in t.seeds:
+            return "seed", seedmod.version(t.seeds[n])
+        if n in t.environments:
+            return "environment", envmod.version(t.environments[n])
+        if n in t.twins:
+            return "twin", t.twins[n].package.version
+        if n in self._env_gates:
+            return "gate", ""
+        return t.packages[n].kind, t.packages[n].version
+
     def _prepare(self, n: str) -> Job | None:
         """Compute the input hash; return None when the artifact is already
         in out/ (and record it as cached), else the callable that builds it."""
         r = self.results[n]
         epoch = self.tree.config.source_date_epoch
-        if n in self.tree.seeds:
+        job: Job
+        if n in self._env_gates:
+            gate = self._env_gates[n]
+            # Never cached: comparing digests costs nothing, and the verdict
+            # belongs to this run's record.
+            return lambda member: self._check_environment_gate(gate)
+        if n in self.tree.environments:
+            env = self.tree.environments[n]
+            r.input_hash = envmod.input_hash(env, {m: self.results[m].digest or "" for m in env.members}, epoch)
+            job = lambda member: self._build_environment(env)
+        elif n in self.tree.seeds:
             s = self.tree.seeds[n]
             if not s.locked:
                 raise QuorumError(f"seed {n!r} is not locked: run 'quorum seed lock {n}'",
                                   file=s.definition_file, field="packages")
             r.input_hash = inputs.seed_input_hash(s, epoch)
-            job: Job = lambda member: self._build_seed(s, member)
+            job = lambda member: self._build_seed(s)
         else:
-            pkg = self.tree.packages[n]
-            seed_name = pkg.seed or self.tree.config.default_seed
+            # A twin is its package's definition, unchanged, built in the
+            # gate's environment instead of the package's seed.
+            twin = self.tree.twins.get(n)
+            pkg = twin.package if twin else self.tree.packages[n]
+            seed_name = twin.environment if twin else self.tree.base_of(pkg)
             seed_ref = self._ref(seed_name) if seed_name else None
             deps = [self._ref(d) for d in pkg.deps]
             seed_image = seed_ref.image if seed_ref else None
@@ -572,7 +653,11 @@ class Builder:
             r.input_hash = inputs.package_input_hash(
                 pkg, canonical, seed_digest=self.results[seed_name].digest if seed_name else None,
                 dep_digests={d: self.results[d].digest for d in pkg.deps}, epoch=epoch)
-            job = lambda member: self._build_package(pkg, rendered, seed_ref, deps, member)
+            # Under its own name (store, log, engine owner), rendered as
+            # the package itself: a template that prints its name must not
+            # make the twin differ.
+            built = replace(pkg, name=n, kind="twin") if twin else pkg
+            job = lambda member: self._build_package(built, rendered, seed_ref, deps, _placed(member))
         if self.opt.reuse and n not in self.opt.force:
             for store in (self.store, self.reuse_store):
                 rec = store.lookup(n, r.input_hash) if store is not None else None
@@ -622,7 +707,7 @@ class Builder:
         engine.tag(r.config_digest, ref.repository, ref.tag)
 
     # --- the builds -----------------------------------------------------------
-    def _build_seed(self, s: Seed, member: Member) -> None:
+    def _build_seed(self, s: Seed) -> None:
         t0 = time.monotonic()
         r = self.results[s.name]
         epoch = self.tree.config.source_date_epoch
@@ -638,6 +723,23 @@ class Builder:
                                    namespace=self.tree.config.namespace, env=dict(s.env), arch=s.arch)
             # A seed is assembled here, not on the engine: no engine built it.
             self._publish(s.name, st / "layout", img, r, t0, None)
+
+    def _build_environment(self, env: Environment) -> None:
+        t0 = time.monotonic()
+        r = self.results[env.name]
+        epoch = self.tree.config.source_date_epoch
+        layers = [(m, oci.read_layout(self._layout_of(m))["layer_path"]) for m in env.members]
+        with self.store.staging(env.name) as st:
+            raw = st / "merged.tar"
+            envmod.merge(env, layers, raw)
+            layer_file = st / "layer.tar"
+            with open(layer_file, "wb") as f:
+                layer = oci.normalize_layer(raw, f, epoch=epoch)
+            raw.unlink()
+            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=env.name, version=r.version,
+                                   namespace=self.tree.config.namespace)
+            # Assembled here from artifacts, like a seed: no engine built it.
+            self._publish(env.name, st / "layout", img, r, t0, None)
 
     def _build_package(self, pkg: Package, rendered: render.Rendered, seed_ref, deps, member: Member) -> None:
         engine = member.engine
@@ -819,8 +921,9 @@ class Builder:
     def _write_manifest(self, result: Result, prev: manifest.Manifest | None) -> None:
         # Nothing about engines goes in: the manifest is the same whichever
         # engines built the tree.
+        # Twins and gate nodes are proofs, recorded in checks, not artifacts.
         entries = {n: manifest.Entry(kind=r.kind, version=r.version, digest=r.digest, input_hash=r.input_hash,
-                                     size=r.size) for n, r in self.results.items()}
+                                     size=r.size) for n, r in self.results.items() if r.kind not in ("twin", "gate")}
         path = self.tree.manifest_path
         new = manifest.updated(prev, self.tree.config.name, entries, checks=dict(sorted(self.gates.items())))
         result.manifest_path = path

@@ -12,32 +12,87 @@ import networkx as nx
 
 from .errors import GraphError
 from .model import Tree
+from .text import known
 
 
 def build_graph(tree: Tree) -> nx.DiGraph:
     g = nx.DiGraph()
     for s in tree.seeds.values():
         g.add_node(s.name, kind="seed")
+    for e in tree.environments.values():
+        g.add_node(e.name, kind="environment")
     for p in tree.packages.values():
         g.add_node(p.name, kind=p.kind)
     for p in tree.packages.values():
-        seed = p.seed or tree.config.default_seed
+        seed = tree.base_of(p)
         if seed is not None:
-            if seed not in tree.seeds:
+            if seed not in tree.seeds and seed not in tree.environments:
                 field = "seed" if p.seed else None
                 where = "" if p.seed else " (the default from quorum.yaml)"
-                raise GraphError(f"seed {seed!r}{where} does not exist in bootstrap/seeds/"
-                                 + _known(tree.seeds), file=p.definition_file, field=field or "seed")
+                raise GraphError(f"seed {seed!r}{where} does not exist in bootstrap/seeds/ or environments/"
+                                 + known([*tree.seeds, *tree.environments]), file=p.definition_file,
+                                 field=field or "seed")
             g.add_edge(seed, p.name)
         for i, d in enumerate(p.deps):
             if d not in tree.packages:
-                hint = " (it is a seed: name it in seed:, not deps:)" if d in tree.seeds else _known(tree.packages)
+                hint = (" (it is a seed: name it in seed:, not deps:)" if d in tree.seeds
+                        else " (it is an environment: name it in seed:, not deps:)" if d in tree.environments
+                        else known(tree.packages))
                 raise GraphError(f"dependency {d!r} does not exist{hint}",
                                  file=p.definition_file, field=f"deps[{i}]")
             g.add_edge(d, p.name)
+    for e in tree.environments.values():
+        for m in e.members:
+            g.add_edge(m, e.name)
+    check_environment_cycles(g, tree)
     check_acyclic(g, tree)
     check_gates(g, tree)
+    add_environment_gates(g, tree)
     return g
+
+
+def check_environment_cycles(g: nx.DiGraph, tree: Tree) -> None:
+    """A member built in its own environment (directly, or on something
+    that is) could never be built: name the member, not just the cycle."""
+    for e in tree.environments.values():
+        for i, m in enumerate(e.members):
+            if nx.has_path(g, e.name, m):
+                path = nx.shortest_path(g, e.name, m)
+                how = " -> ".join(reversed(path))
+                raise GraphError(f"member {m!r} is built in this environment ({how}; read 'a -> b' as "
+                                 "'a needs b'): an environment cannot contain what needs it",
+                                 file=e.definition_file, field=f"members[{i}]")
+
+
+def add_environment_gates(g: nx.DiGraph, tree: Tree) -> None:
+    """The twins and the gate node of each environment gate
+    (docs/spec/environment.md): a twin is built on the environment and on
+    its package's own dependencies; the gate waits for every member and
+    twin; whatever else is built in the environment waits for the gate."""
+    for gate in tree.config.environment_gates:
+        env = gate.environment
+        twins = [t for t in tree.twins.values() if t.gate == gate.name]
+        for t in twins:
+            # A member built on something built in the environment would
+            # need the gate to build its twin, and the gate needs the twin.
+            if nx.has_path(g, env, t.package.name):
+                path = nx.shortest_path(g, env, t.package.name)
+                raise GraphError(f"built in seed {tree.base_of(t.package)!r} but on {path[1]!r}, which is built in "
+                                 f"environment {env!r} (gate {gate.name}): its twin could never be built; "
+                                 f"build it in {env!r} too (seed: {env})",
+                                 file=t.package.definition_file, field="seed")
+        gnode = gate.node
+        g.add_node(gnode, kind="gate")
+        users = [n for n in g.successors(env)]
+        for t in twins:
+            g.add_node(t.name, kind="twin")
+            g.add_edge(env, t.name)
+            for d in t.package.deps:
+                g.add_edge(d, t.name)
+            g.add_edge(t.name, gnode)
+            g.add_edge(t.package.name, gnode)
+        for u in users:
+            g.add_edge(gnode, u)
 
 
 def check_gates(g: nx.DiGraph, tree: Tree) -> None:
@@ -52,14 +107,6 @@ def check_gates(g: nx.DiGraph, tree: Tree) -> None:
                     raise GraphError(f"gate member {m!r} depends on {other!r}, another member of the same gate; "
                                      "a gate's members must be built independently",
                                      file=tree.config.path / "quorum.yaml", field=f"gates.{gname}.identical[{i}]")
-
-
-def _known(names: Iterable[str]) -> str:
-    names = sorted(names)
-    if not names:
-        return " (none are defined)"
-    shown = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
-    return f" (known: {shown})"
 
 
 def check_acyclic(g: nx.DiGraph, tree: Tree | None = None) -> None:

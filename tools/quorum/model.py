@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 # Names end up in file paths (out/<name>/), image tags and Containerfile
 # stage names, so they are restricted to a set that cannot express a path
-# separator, "..", white space or shell metacharacters.  "@" is kept free for
-# release series (name@series) later.
+# separator, "..", white space or shell metacharacters.  "@" is kept out of
+# names so that derived nodes can use it without colliding: a gate's twin
+# is "<package>@<environment>" (docs/spec/environment.md).
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}\Z")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,127}\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -48,6 +49,23 @@ class TreeConfig:
     # names its builders here); empty: the user's engines.yaml or the local
     # engine (docs/spec/engines.md).
     engines: tuple["EngineSpec", ...] = ()
+    # Environment gates (docs/spec/environment.md): every package of
+    # packages/ built in a seed is built again in the environment, and the
+    # two must be identical.
+    environment_gates: tuple["EnvironmentGate", ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvironmentGate:
+    """quorum.yaml ``gates.<name>: {environment: E, exempt: {...}}``."""
+    name: str
+    environment: str
+    exempt: tuple[tuple[str, str], ...] = ()   # (package, reason), sorted
+
+    @property
+    def node(self) -> str:
+        """The gate's node in the graph: ':' is in no node name."""
+        return f"gate:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -123,11 +141,45 @@ class Seed:
         return bool(self.debs)
 
 
+@dataclass(frozen=True)
+class Environment:
+    """environments/<name>.yaml: a build environment made of tree artifacts."""
+    name: str
+    definition_file: Path
+    members: tuple[str, ...]                    # packages or bootstrap stages, in merge order
+    description: str = ""
+    symlinks: tuple[tuple[str, str], ...] = ()  # (path, target), sorted
+
+
+def twin_name(package: str, environment: str) -> str:
+    """The node that builds ``package`` again in ``environment``.  '@' is
+    not allowed in a package name (NAME_RE), so a twin never collides with
+    a node of the tree."""
+    return f"{package}@{environment}"
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A package built again in a gate's environment (a proof, not an
+    artifact of the distribution)."""
+    name: str                  # twin_name(package.name, environment)
+    package: Package           # the original definition, built unchanged
+    environment: str
+    gate: str
+
+
 @dataclass
 class Tree:
     config: TreeConfig
     seeds: dict[str, Seed]
     packages: dict[str, Package]
+    environments: dict[str, Environment] = field(default_factory=dict)
+    # Derived from the environment gates and the packages (tree.load_tree).
+    twins: dict[str, Twin] = field(default_factory=dict)
+
+    def base_of(self, pkg: Package) -> str | None:
+        """The seed or environment a package is built on."""
+        return pkg.seed or self.config.default_seed
 
     @property
     def root(self) -> Path:

@@ -143,7 +143,8 @@ def select(tree: Tree, current: manifestmod.Manifest, *, packages: list[str] | N
            since: str | None) -> tuple[set[str], str]:
     """Which nodes to rebuild, and a sentence saying why."""
     if all_:
-        return set(tree.seeds) | set(tree.packages), "every seed and package (--all)"
+        return (set(tree.seeds) | set(tree.packages) | set(tree.environments),
+                "every seed, package and environment (--all)")
     if packages:
         return set(packages), "the packages named"
     if since:
@@ -187,7 +188,9 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
         exp = current.entries.get(n)
         if rec is None or exp is None or rec.digest != exp.digest:
             force.add(n)
-    layouts = {sname: main.layout(sname) for sname in tree.seeds if main.record(sname) is not None}
+    # Build bases (seeds and environments) whose files a variation may inspect.
+    layouts = {sname: main.layout(sname) for sname in [*tree.seeds, *tree.environments]
+               if main.record(sname) is not None}
     outcome = variations.plan(vary, variations.Context(tree=tree, targets=frozenset(force), layouts=layouts,
                                                         cpu_count=os.cpu_count() or 1))
     settings, cpuset = outcome.plan.settings, outcome.plan.cpuset
@@ -232,9 +235,12 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
             built_by = buildlib.recorded_engines(main)
             verdicts = []
             for n in result.order:
-                if n not in force:
-                    continue
                 r = result.nodes[n]
+                # Twins and gate nodes are proofs inside the rebuild (a failing
+                # gate skips, and so fails, what is built in the environment);
+                # they have no manifest entry to be judged against.
+                if n not in force or r.kind in ("twin", "gate"):
+                    continue
                 exp = current.entries.get(n)
                 v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
                             seconds=round(r.seconds, 3), built_on=_engine_name(main, n, built_by),

@@ -95,54 +95,78 @@ def merge(seed: Seed, deb_paths: list[Path], raw_out: Path) -> None:
     Two debs shipping the same directory is normal; the same file with
     different contents would make the result depend on unpack order, so it
     is an error that names both packages."""
-    owners: dict[str, tuple[str, str]] = {}   # name -> (deb, sha256 or type)
     with tarfile.open(raw_out, "w", format=tarfile.GNU_FORMAT) as out:
+        union = Union(out, file=seed.definition_file, field="packages", what="the seed")
         for d, path in zip(seed.debs, deb_paths):
             with deb.data_tar(path) as tf:
-                for m in tf.getmembers():
-                    name = oci._clean_name(m.name)
-                    if not name or _excluded(name, seed.exclude):
-                        continue
-                    if m.isreg():
-                        data = tf.extractfile(m).read()
-                        ident = "file:" + hashlib.sha256(data).hexdigest() + f":{m.mode & 0o7777:o}"
-                    elif m.isdir():
-                        ident, data = "dir", None
-                    elif m.issym():
-                        ident, data = "sym:" + m.linkname, None
-                    elif m.islnk():
-                        ident, data = "lnk:" + m.linkname, None
-                    else:
-                        raise UnsafeArchiveError(f"{d.name}: {name!r} is a device or special file")
-                    if name in owners:
-                        if owners[name][1] == ident:
-                            continue
-                        if ident == "dir" or owners[name][1] == "dir":
-                            raise UnsafeArchiveError(f"{name!r} is a directory in one package and not in another "
-                                                     f"({owners[name][0]}, {d.name})")
-                        raise DefinitionError(f"{name!r} is shipped differently by {owners[name][0]} and {d.name}",
-                                              file=seed.definition_file, field="packages")
-                    owners[name] = (d.name, ident)
-                    m.name = name
-                    if m.islnk():
-                        m.linkname = oci._clean_name(m.linkname)
-                    out.addfile(m, io.BytesIO(data) if data is not None else None)
+                union.add(d.name, tf, exclude=seed.exclude)
+        union.finish(seed.symlinks)
+
+
+class Union:
+    """The union of several file trees (tar streams) written into one tar:
+    a seed's .debs, or an environment's member artifacts
+    (docs/spec/environment.md).  Each path belongs to the first source that
+    has it; a later source may only have the same thing there (a directory,
+    or an identical file, link or symlink), or the result would depend on
+    the order of the sources: that is an error naming both."""
+
+    def __init__(self, out: tarfile.TarFile, *, file: Path, field: str, what: str):
+        self.out, self.file, self.field, self.what = out, file, field, what
+        self.owners: dict[str, tuple[str, str]] = {}   # name -> (source, identity)
+
+    def add(self, source: str, tf: tarfile.TarFile, *, exclude: tuple[str, ...] = ()) -> None:
+        owners = self.owners
+        for m in tf.getmembers():
+            name = oci._clean_name(m.name)
+            if not name or _excluded(name, exclude):
+                continue
+            if m.isreg():
+                f = tf.extractfile(m)
+                data = f.read() if f is not None else b""
+                ident = (f"file:{hashlib.sha256(data).hexdigest()}:{m.mode & 0o7777:o}"
+                         f":{int(m.uid)}:{int(m.gid)}")
+            elif m.isdir():
+                ident, data = "dir", None
+            elif m.issym():
+                ident, data = "sym:" + m.linkname, None
+            elif m.islnk():
+                ident, data = "lnk:" + oci._clean_name(m.linkname, what="hard link target"), None
+            else:
+                raise UnsafeArchiveError(f"{source}: {name!r} is a device or special file")
+            if name in owners:
+                if owners[name][1] == ident:
+                    continue
+                if ident == "dir" or owners[name][1] == "dir":
+                    raise UnsafeArchiveError(f"{name!r} is a directory in one of {self.what}'s sources and not "
+                                             f"in another ({owners[name][0]}, {source})")
+                raise DefinitionError(f"{name!r} is shipped differently by {owners[name][0]} and {source}",
+                                      file=self.file, field=self.field)
+            owners[name] = (source, ident)
+            m.name = name
+            if m.islnk():
+                m.linkname = oci._clean_name(m.linkname)
+            self.out.addfile(m, io.BytesIO(data) if data is not None else None)
+
+    def finish(self, symlinks: tuple[tuple[str, str], ...]) -> None:
+        """The folders every build environment expects, then ``symlinks``."""
+        owners = self.owners
         for name, mode in sorted(BASE_DIRS.items()):
             if name not in owners:
                 ti = tarfile.TarInfo(name)
                 ti.type, ti.mode = tarfile.DIRTYPE, mode
-                out.addfile(ti)
+                self.out.addfile(ti)
                 owners[name] = ("quorum", "dir")
-        for path, target in seed.symlinks:
+        for path, target in symlinks:
             name = oci._clean_name(path)
             if name in owners and owners[name][1] == "sym:" + target:
-                continue   # a package already ships exactly this link
+                continue   # a source already has exactly this link
             if name in owners:
-                raise DefinitionError(f"{path} already exists in the seed ({owners[name][0]})",
-                                      file=seed.definition_file, field=f"symlinks.{path}")
+                raise DefinitionError(f"{path} already exists in {self.what} ({owners[name][0]})",
+                                      file=self.file, field=f"symlinks.{path}")
             ti = tarfile.TarInfo(name)
             ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
-            out.addfile(ti)
+            self.out.addfile(ti)
             owners[name] = ("symlinks", "sym:" + target)
 
 

@@ -86,7 +86,7 @@ def reach(tree: Tree, targets: frozenset[str], layouts: dict[str, Path]) -> Reac
         pkg = tree.packages.get(n)
         if pkg is None:
             continue                       # seeds are assembled, not built by programs
-        seed = pkg.seed or tree.config.default_seed
+        seed = tree.base_of(pkg)
         if pkg.containerfile is not None:
             missed.append((n, "own Containerfile"))
         elif seed is None:

@@ -19,13 +19,16 @@ import yaml
 
 from . import imageref
 from .errors import DefinitionError, QuorumError
+from .text import known
 from .safeio import DEFINITION_LIMIT, JSON_LIMIT, load_json, read_regular, within
 from .model import (
     ENV_KEY_RE, FILE_RE, NAME_RE, RESERVED_ENV, SHA256_RE, VERSION_RE,
-    DebianOrigin, Package, Seed, SeedDeb, Source, Tree, TreeConfig,
+    DebianOrigin, Environment, EnvironmentGate, Package, Seed, SeedDeb, Source, Tree, TreeConfig, Twin,
+    twin_name,
 )
 
 CONFIG_FILE = "quorum.yaml"
+ENVIRONMENTS_DIR = "environments"
 PACKAGE_FILE = "package.yaml"
 CONTAINERFILE = "Containerfile"
 
@@ -263,10 +266,15 @@ def load_config(root: Path) -> TreeConfig:
     seed = defaults.string("seed", NAME_RE, what="a seed name")
     defaults.finish()
     gates = []
-    for gname, gdef in sorted(f.get("gates", dict, default={}, what="a mapping of gate name: {identical: [...]}").items()):
+    env_gates = []
+    for gname, gdef in sorted(f.get("gates", dict, default={},
+                                    what="a mapping of gate name: {identical: [...]} or {environment: ...}").items()):
         if not isinstance(gname, str) or not NAME_RE.match(gname):
             raise f.err(f"gates.{gname}", "expected a gate name")
         g = _Fields(gdef, path, f"gates.{gname}")
+        if "environment" in g.data:
+            env_gates.append(_load_environment_gate(g, gname))
+            continue
         members = g.str_list("identical", NAME_RE, "a package name")
         if len(set(members)) < 2:
             raise g.err("identical", "a gate compares at least two different packages")
@@ -278,7 +286,28 @@ def load_config(root: Path) -> TreeConfig:
         engines = engines_from_yaml(f.data["engines"], path, root)
     f.finish()
     return TreeConfig(name=name, namespace=namespace, source_date_epoch=sde,
-                      default_seed=seed, path=root, gates=tuple(gates), engines=engines)
+                      default_seed=seed, path=root, gates=tuple(gates), engines=engines,
+                      environment_gates=tuple(env_gates))
+
+
+def _load_environment_gate(g: "_Fields", gname: str) -> EnvironmentGate:
+    """``gates.<name>: {environment: E, exempt: {package: reason}}``
+    (docs/spec/environment.md)."""
+    if "identical" in g.data:
+        raise g.err("identical", "a gate is either 'identical: [...]' or 'environment: NAME', not both")
+    env = g.string("environment", NAME_RE, required=True, what="an environment name") or ""
+    exempt = []
+    for k, v in g.get("exempt", dict, default={}, what="a mapping of package: reason").items():
+        if not isinstance(k, str) or not NAME_RE.match(k):
+            raise g.err(f"exempt.{k}", "expected a package name")
+        # "Fix the package, not the gate": an exemption is a claim someone
+        # must be able to check, so it carries its reason.
+        if not isinstance(v, str) or len(v.strip()) < 10:
+            raise g.err(f"exempt.{k}", "give the reason this package's twin cannot be identical "
+                                       "(at least a sentence)")
+        exempt.append((k, v))
+    g.finish()
+    return EnvironmentGate(name=gname, environment=env, exempt=tuple(sorted(exempt)))
 
 
 # --- seeds -----------------------------------------------------------------
@@ -305,13 +334,6 @@ def load_seed(path: Path) -> Seed:
             filename=g.string("filename", re.compile(r"^pool/[A-Za-z0-9._+~%/-]+\.deb\Z"), what="a pool/ path"),
         ))
         g.finish()
-    symlinks = []
-    for k, v in f.get("symlinks", dict, default={}).items():
-        if not isinstance(k, str) or not ABS_PATH_RE.match(k) or ".." in k.split("/"):
-            raise f.err(f"symlinks.{k}", "expected an absolute path without '..'")
-        if not isinstance(v, str) or not v or "\n" in v:
-            raise f.err(f"symlinks.{k}", "expected a link target")
-        symlinks.append((k, v))
     seed = Seed(
         name=name, definition_file=path,
         description=f.string("description", default=""),
@@ -319,7 +341,7 @@ def load_seed(path: Path) -> Seed:
         request=tuple(f.str_list("request", re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+~:-]+)?\Z"),
                                  "a Debian package name")),
         debs=tuple(sorted(debs, key=lambda d: (d.name, d.arch))),
-        symlinks=tuple(sorted(symlinks)),
+        symlinks=_symlinks(f),
         env=f.env("env") if "env" in f.data else (),
         exclude=tuple(f.str_list("exclude", what="a path glob")),
         omit=tuple(sorted(f.str_list("omit", re.compile(r"^[a-z0-9][a-z0-9.+-]*\Z"), "a Debian package name"))),
@@ -334,6 +356,109 @@ def load_seed(path: Path) -> Seed:
         dup = sorted({n for n in names if names.count(n) > 1})[0]
         raise DefinitionError(f"package {dup!r} is pinned twice", file=path, field="packages")
     return seed
+
+
+# --- environments ----------------------------------------------------------
+
+def load_environment(path: Path) -> Environment:
+    """environments/<name>.yaml (docs/spec/environment.md).  References
+    (members that exist, cycles) are checked once the whole tree is loaded."""
+    f = _Fields(load_yaml(path), path)
+    name = f.string("name", NAME_RE, required=True, what="an environment name") or ""
+    if name != path.stem:
+        raise f.err("name", f"must match the file name ({path.stem!r})")
+    members = f.str_list("members", NAME_RE, "a package name")
+    if not members:
+        raise f.err("members", "required: the packages or bootstrap stages the environment is made of")
+    seen: dict[str, int] = {}
+    for i, m in enumerate(members):
+        if m in seen:
+            raise f.err(f"members[{i}]", f"{m!r} is listed twice (also members[{seen[m]}])")
+        if m == name:
+            raise f.err(f"members[{i}]", "an environment cannot be a member of itself")
+        seen[m] = i
+    env = Environment(name=name, definition_file=path, members=tuple(members),
+                      description=f.string("description", default="") or "",
+                      symlinks=_symlinks(f))
+    f.finish()
+    return env
+
+
+def _symlinks(f: "_Fields") -> tuple[tuple[str, str], ...]:
+    """A seed's or environment's ``symlinks``: absolute paths without '..'
+    (the path is made inside the image; a '..' could name a path outside
+    it on a careless extractor) to a target on one line."""
+    symlinks = []
+    for k, v in f.get("symlinks", dict, default={}, what="a mapping of /path: target").items():
+        if not isinstance(k, str) or not ABS_PATH_RE.match(k) or ".." in k.split("/") or not k.strip("/"):
+            raise f.err(f"symlinks.{k}", "expected an absolute path without '..'")
+        if not isinstance(v, str) or not v or "\n" in v or "\x00" in v:
+            raise f.err(f"symlinks.{k}", "expected a link target")
+        symlinks.append((k, v))
+    return tuple(sorted(symlinks))
+
+
+def _load_environments(config: TreeConfig, taken: dict[str, Path]) -> dict[str, Environment]:
+    envs: dict[str, Environment] = {}
+    d = config.path / ENVIRONMENTS_DIR
+    if d.is_symlink() or (d.exists() and not within(config.path, d)):
+        raise DefinitionError("must be a folder of the tree, not a symlink to elsewhere", file=d)
+    if not d.exists():
+        return envs
+    if not d.is_dir():
+        raise DefinitionError("expected a folder", file=d)
+    for p in sorted(d.glob("*.yaml")):
+        env = load_environment(p)
+        if env.name in taken:
+            raise DefinitionError(f"{env.name!r} is already the name of a seed or package ({taken[env.name]})",
+                                  file=p, field="name")
+        envs[env.name] = env
+    return envs
+
+
+def _check_environments(config: TreeConfig, seeds: dict[str, Seed], packages: dict[str, Package],
+                        envs: dict[str, Environment]) -> dict[str, Twin]:
+    """Members exist and are artifacts of the tree; the gates name an
+    environment; and every gate's twins, derived from the packages."""
+    for env in envs.values():
+        for i, m in enumerate(env.members):
+            if m in seeds:
+                why = "a seed: its Debian files are what an environment exists to replace"
+            elif m in envs:
+                why = "an environment: list its members instead"
+            elif m not in packages:
+                why = "not a package or bootstrap stage of this tree" + known(packages)
+            else:
+                continue
+            raise DefinitionError(f"member {m!r} is {why}", file=env.definition_file, field=f"members[{i}]")
+    twins: dict[str, Twin] = {}
+    cfg = config.path / CONFIG_FILE
+    for gate in config.environment_gates:
+        if gate.environment not in envs:
+            hint = " (it is a seed: a gate's environment must be made of tree artifacts)" \
+                if gate.environment in seeds else known(envs)
+            raise DefinitionError(f"environment {gate.environment!r} does not exist in {ENVIRONMENTS_DIR}/{hint}",
+                                  file=cfg, field=f"gates.{gate.name}.environment")
+        members = gate_members(config, seeds, packages)
+        for pkg, _ in gate.exempt:
+            if pkg not in members:
+                raise DefinitionError(f"{pkg!r} is not a member of the gate (a package of packages/ built in a "
+                                      "seed)", file=cfg, field=f"gates.{gate.name}.exempt.{pkg}")
+        for m in members:
+            t = Twin(name=twin_name(m, gate.environment), package=packages[m], environment=gate.environment,
+                     gate=gate.name)
+            if t.name in twins:
+                raise DefinitionError(f"two gates build {m!r} in {gate.environment!r}", file=cfg,
+                                      field=f"gates.{gate.name}.environment")
+            twins[t.name] = t
+    return twins
+
+
+def gate_members(config: TreeConfig, seeds: dict[str, Seed], packages: dict[str, Package]) -> list[str]:
+    """An environment gate's members: the packages of packages/ (not the
+    bootstrap, which is built in the seeds by design) built in a seed."""
+    return sorted(n for n, p in packages.items()
+                  if p.kind == "package" and (p.seed or config.default_seed) in seeds)
 
 
 # --- packages --------------------------------------------------------------
@@ -602,18 +727,26 @@ def load_tree(root: str | os.PathLike) -> Tree:
                                       field="name")
             packages[pkg.name] = pkg
     cache.save()
-    # Two nodes whose names map to one image name (a+b, a-plus-b) would
-    # share a tag and a signed docker-reference.
+    envs = _load_environments(config, {**{n: s.definition_file for n, s in seeds.items()},
+                                       **{n: p.definition_file for n, p in packages.items()}})
+    twins = _check_environments(config, seeds, packages, envs)
+    # Two nodes whose names map to one image name (a+b, a-plus-b; a twin
+    # sed@e and a package sed_e) would share a tag and a signed
+    # docker-reference.
     image_names: dict[str, str] = {}
-    for node in [*seeds.values(), *packages.values()]:
-        other = image_names.setdefault(imageref.component_for(node.name), node.name)
-        if other != node.name:
-            raise DefinitionError(f"{node.name!r} and {other!r} would share the image name "
-                                  f"{config.namespace}/{imageref.component_for(node.name)}; rename one",
-                                  file=node.definition_file, field="name")
+    named: list[tuple[str, Path]] = [(s.name, s.definition_file) for s in seeds.values()]
+    named += [(p.name, p.definition_file) for p in packages.values()]
+    named += [(e.name, e.definition_file) for e in envs.values()]
+    named += [(t.name, config.path / CONFIG_FILE) for t in twins.values()]
+    for node_name, file in named:
+        other = image_names.setdefault(imageref.component_for(node_name), node_name)
+        if other != node_name:
+            raise DefinitionError(f"{node_name!r} and {other!r} would share the image name "
+                                  f"{config.namespace}/{imageref.component_for(node_name)}; rename one",
+                                  file=file, field="name")
     for gname, members in config.gates:
         for i, m in enumerate(members):
             if m not in packages:
                 raise DefinitionError(f"gate member {m!r} is not a package of this tree",
                                       file=config.path / CONFIG_FILE, field=f"gates.{gname}.identical[{i}]")
-    return Tree(config=config, seeds=seeds, packages=packages)
+    return Tree(config=config, seeds=seeds, packages=packages, environments=envs, twins=twins)

@@ -135,8 +135,12 @@ def cmd_build(args) -> int:
         else:
             print(f"\ngate {gname}: FAIL — these must be bit-identical and are not: {members}", file=sys.stderr)
             for line in gate.get("differences", []):
-                print(f"  differing files: {line}", file=sys.stderr)
-            print("  nothing built on them was built; see `quorum diff` for the full comparison", file=sys.stderr)
+                print(f"  differing files: {printable(line)}", file=sys.stderr)
+            # An environment gate cannot hold back its own members (the
+            # environment is made of them): it holds what is built in it.
+            held = (f"nothing built in {gate['environment']} was built" if gate.get("kind") == "environment"
+                    else "nothing built on them was built")
+            print(f"  {held}; see `quorum diff` for the full comparison", file=sys.stderr)
     if result.drifted:
         print(f"\nNONDETERMINISTIC: {len(result.drifted)} package(s) rebuilt from unchanged inputs to another "
               "digest than the manifest's:", file=sys.stderr)

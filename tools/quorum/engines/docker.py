@@ -253,14 +253,19 @@ class DockerEngine:
         with open(saved, "wb") as f:
             self.save(image_id, f)
         with tarfile.open(saved, "r:") as tf:
-            man = json.load(tf.extractfile("manifest.json"))
+            index = tf.extractfile("manifest.json")
+            if index is None:
+                raise self.failure(f"exported {image_id} without a manifest.json file")
+            man = json.load(index)
             if len(man) != 1 or len(man[0]["Layers"]) != 1:
                 n = len(man[0]["Layers"]) if man else 0
                 raise BuildError(f"the final stage has {n} layers; it must be FROM scratch plus one COPY",
                                  package="?")
-            member = tf.getmember(man[0]["Layers"][0])
+            src = tf.extractfile(tf.getmember(man[0]["Layers"][0]))
+            if src is None:
+                raise self.failure(f"exported {image_id} with a layer that is not a file")
             layer = dst_dir / "engine-layer.tar"
-            with tf.extractfile(member) as src, open(layer, "wb") as out:
+            with src, open(layer, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
         saved.unlink()
         return layer

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import QuorumError
+from ..model import Tree
 from ..render import Settings
 
 
@@ -29,7 +30,7 @@ class NotApplied(Exception):
 @dataclass
 class Context:
     """What a variation may look at to decide whether it can act."""
-    tree: object                                  # model.Tree
+    tree: Tree
     targets: frozenset[str]                       # the nodes to be rebuilt
     layouts: dict[str, Path] = field(default_factory=dict)   # seed name -> its OCI layout, where built
     cpu_count: int = 1
