@@ -90,6 +90,7 @@ def test_every_event_about_a_node_names_its_engine(tmp_path):
     about_nodes = [e for e in events if e.get("name") in DIAMOND]
     assert about_nodes and all(e.get("engine") in ("a", "b") for e in about_nodes), about_nodes
     assert {r.engine for r in res.nodes.values()} <= {"a", "b"}
+    assert sorted(e["name"] for e in events if e["event"] == "start") == sorted(DIAMOND)
 
 
 def test_affinity_keeps_a_chain_on_the_engine_that_holds_its_inputs(tmp_path):

@@ -360,13 +360,12 @@ class Builder:
             if len(running) >= self.pool.slots:
                 blocked.append(n)
                 break
-            if not self._needs_engine(n):
-                # Assembled by the coordinator itself: no engine, no slot
-                # (the cap on running jobs still holds).
-                running[workers.submit(self._work, attempt, self._jobs[n])] = attempt
-                continue
-            member = self.pool.place(self._wants(n), self._allowed(n))
-            if member is None:
+            member = None
+            if self._needs_engine(n):
+                member = self.pool.place(self._wants(n), self._allowed(n))
+            # else: the coordinator's own work, on no engine and no slot (the
+            # cap on running jobs still holds).
+            if member is None and self._needs_engine(n):
                 # No engine that may take it answers: fail now, as a single
                 # engine that is gone does, rather than wait on back-offs.
                 if not self.pool.could_run(self._allowed(n), healthy_only=True):
@@ -377,7 +376,8 @@ class Builder:
                 blocked.append(n)        # its engines are busy or backing off; others may fit elsewhere
                 continue
             attempt.member = member
-            self._engine_of[n] = member.name
+            if member is not None:
+                self._engine_of[n] = member.name
             # Again after a retry or requeue: the start names the new engine.
             self.results[n].status = "running"
             self.emit({"event": "start", "name": n, "kind": self.results[n].kind,
