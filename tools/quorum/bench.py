@@ -925,7 +925,8 @@ class Bench:
                                   f"({len(r.verdicts) - len(bad)} of {len(r.verdicts)} REPRODUCED)",
                             f"Podman {_s(podman_s)}", f"Docker {_s(self._r2_repro)}",
                             f"{podman_s / self._r2_repro:.2f}×", "all REPRODUCED", not bad))
-        fig.notes.append("Podman 4.3 with vfs storage copies every layer in full, which is most of the difference")
+        fig.notes.append("Podman is a private `podman system service` with vfs storage (a full copy per layer) and "
+                         "runc; both rebuilds apply the same variations and judge against the same manifest")
         return fig
 
 
