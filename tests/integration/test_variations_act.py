@@ -81,3 +81,22 @@ def test_static_seed_is_named_as_not_reached(sensitive_tree):
     assert p.returncode == 0, p.stdout + p.stderr
     report = json.loads((sensitive_tree / "out/reproduce/report.json").read_text())
     assert "clock" in report["not_applied"] and "busybox has only static programs" in report["not_applied"]["clock"]
+
+
+def test_shim_compiler_must_be_the_manifests_seed(sensitive_tree, tmp_path):
+    # The shim runs inside every rebuild: if out/'s GCC seed is not the one
+    # the manifest names, it is not used (and the variations say so), since
+    # a swapped compiler could make a poisoned artifact "reproduce".
+    path = sensitive_tree / "manifests" / "manifest.json"
+    original = path.read_bytes()
+    doc = json.loads(original)
+    entry = doc["artifacts"]["gcc"]
+    entry["digest"] = "sha256:" + "0" * 64
+    path.write_text(json.dumps(doc))
+    try:
+        _reproduce(sensitive_tree, "-all,+clock")
+        report = json.loads((sensitive_tree / "out/reproduce/report.json").read_text())
+        assert "clock" not in report["applied"]
+        assert "not the one the manifest names" in report["not_applied"]["clock"]
+    finally:
+        path.write_bytes(original)

@@ -204,7 +204,7 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     shim_image = None
     shim_engine = pool.members[0].engine
     if outcome.plan.preload:
-        shim_image = _build_shim(tree, main, shim_engine, outcome, emit)
+        shim_image = _build_shim(tree, main, shim_engine, outcome, emit, current)
         if shim_image is not None:
             settings = replace(settings, preload_image=shim_image,
                                preload_env=tuple(sorted(outcome.plan.preload.items())))
@@ -283,7 +283,8 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
 _SHIM_OWNER = new_owner()
 
 
-def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, emit) -> str | None:
+def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, emit,
+                current: manifestmod.Manifest) -> str | None:
     """Compile the preload shim for this rebuild; if it cannot be, the
     variations that asked for it move to "not applied" with the reason
     (never reported as acting when they did not)."""
@@ -292,6 +293,13 @@ def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, em
     try:
         if seed is None or rec is None:
             raise QuorumError("no compiler seed built in out/")
+        # The shim runs inside every rebuild and could write into /rootfs
+        # whatever would make a poisoned artifact "reproduce": its compiler
+        # must be the seed the manifest names, never whatever out/ holds
+        # (the load below then proves the engine has those bytes).
+        exp = current.entries.get(seed)
+        if exp is None or exp.digest != rec.digest:
+            raise QuorumError(f"seed {seed} in out/ is not the one the manifest names (run 'quorum build {seed}')")
         emit({"event": "shim", "seed": seed})
         return shim.build(engine, seed_layout=main.layout(seed), seed_config_digest=rec.config_digest,
                           owner=_SHIM_OWNER)

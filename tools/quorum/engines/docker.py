@@ -49,7 +49,9 @@ DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 # non-zero code" or names its files.
 _ENGINE_STATE = re.compile(r"unable to find image|no such image|unknown parent image|failed to set parent"
                            r"|failed to export image|reference does not exist|layer does not exist"
-                           r"|shutting down|context canceled|connection reset|broken pipe", re.I)
+                           r"|shutting down|context canceled|connection reset|broken pipe"
+                           # Podman's face of an image removed under a build's feet
+                           r"|layer not known", re.I)
 
 
 def _local_cpu() -> str:
