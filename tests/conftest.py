@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,6 +67,22 @@ def fixture_tree(tmp_path, locked_seed_text) -> Path:
     return make_fixture_tree(tmp_path / "tree", seed_lock=locked_seed_text)
 
 
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory):
+    """A second, empty engine on a "separate host": a private dockerd in a
+    network namespace of its own, reached over TCP with TLS
+    (tests/enginehost.py); stopped and removed after the module.  Skips,
+    naming the reason, only where dockerd cannot be started here (not root,
+    no namespaces); anything else fails."""
+    from enginehost import CannotStart, private_engine
+    with contextlib.ExitStack() as stack:
+        try:
+            host = stack.enter_context(private_engine(tmp_path_factory.mktemp("engine2")))
+        except CannotStart as e:
+            pytest.skip(f"no second engine on this machine: {e}")
+        yield host
+
+
 # The tools the tests use for real, and the Debian package of each: what
 # tools/setup-test-deps installs.  A missing tool fails its test with the
 # remedy; it never skips, or CI would go green without testing anything.
@@ -73,6 +90,8 @@ TOOL_PACKAGES = {
     "skopeo": "skopeo", "umoci": "umoci", "podman": "podman", "gpg": "gnupg", "gpg-agent": "gpg-agent",
     "docker-registry": "docker-registry", "docker": "docker.io", "runc": "runc",
     "dot": "graphviz", "chromium": "chromium",
+    # the second engine (tests/enginehost.py) and the ssh:// checks
+    "openssl": "openssl", "ip": "iproute2", "nsenter": "util-linux", "ssh": "openssh-client",
 }
 
 

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -30,7 +31,9 @@ def test_sigint_stops_the_build_and_its_container_promptly(fixture_tree):
     # process on this machine's process table, and misses the layer cache.
     secs = random.randrange(100000, 999999)
     add_package(fixture_tree, "slow", f"name: slow\nversion: '1'\nbuild: |\n  sleep {secs}\n  mkdir -p $DESTDIR/s\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
+    # faulthandler: if quorum ever hangs on the interrupt, SIGABRT makes it
+    # print every thread's stack, and the failure shows where it hung.
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"), PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "quorum", "build", "--tree", str(fixture_tree), "--json", "slow"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -45,6 +48,9 @@ def interrupt_and_check(proc: subprocess.Popen, secs: int, fixture_tree) -> None
     for line in proc.stdout:
         if json.loads(line).get("name") == "slow":
             break
+    # Keep reading: a child whose stdout pipe fills up blocks on its next
+    # event, and that would be the test's hang, not quorum's.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     while not running(f"sleep {secs}"):
         assert time.monotonic() < deadline and proc.poll() is None, "the slow step never started"
         time.sleep(0.2)
@@ -56,7 +62,13 @@ def interrupt_and_check(proc: subprocess.Popen, secs: int, fixture_tree) -> None
 
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=10)
+        raise AssertionError("quorum did not stop within 10 s of SIGINT; its threads:\n"
+                             + proc.stderr.read()[-6000:]) from None
     took = time.monotonic() - t0
     assert took < 2.0, f"took {took:.1f}s to stop"
     assert proc.returncode == 130

@@ -82,3 +82,26 @@ def test_only_refuses_unknown_figures(capsys):
         bench.main(["--only", "P1,P9"])
     assert e.value.code == 2
     assert "P9" in capsys.readouterr().err
+
+
+def test_s1_simulates_every_pool_shape_within_the_bounds():
+    from quorum import farmsim
+    dag = farmsim.stagex_like()
+    assert len(dag.order) == 513 and dag == farmsim.stagex_like()            # seeded: the same DAG each run
+    assert dag.depth() >= 20 and max(len(d) for d in dag.deps.values()) >= 5
+    for slots, engines in ((1, 1), (4, 4), (16, 16)):
+        r = farmsim.simulate(dag, slots, engines)
+        # no schedule beats a lower bound; a simulation that did would be wrong
+        assert r.makespan >= r.serial_bound - 1e-6 and r.serial_bound >= r.lower_bound - 1e-6
+        assert r.ratio <= 1.2, (slots, engines, r.ratio)
+        assert (r.transfers == 0) == (engines == 1)
+    one = farmsim.simulate(dag, 1, 1)
+    assert one.makespan == pytest.approx(sum(dag.seconds.values()))         # one slot: all the work, in a row
+
+
+def test_s1_figure_rows(tmp_path):
+    report = small_run(tmp_path, only=("S1",))
+    fig = report.figures[0]
+    assert fig.status == "ok" and len(fig.rows) == 10
+    assert fig.rows[-1].target == "< 20 ms" and len(fig.values["runs"]) == 9
+    assert all(len(r.cells()) == len(bench.HEADERS) for r in fig.rows)

@@ -6,16 +6,12 @@ test_engine_sharing.py and test_engine_lost.py.)"""
 from __future__ import annotations
 
 import io
-import threading
 from types import SimpleNamespace
 
 import pytest
 
-from quorum.build import Builder
 from quorum.engine import Engine
 from quorum.errors import BuildError, EngineError
-from quorum.tree import load_tree
-from treeutil import make_fixture_tree
 
 
 class ScriptedAPI:
@@ -63,39 +59,5 @@ def test_a_failing_step_is_the_packages_while_the_engine_answers():
         build(engine_with([err], answers=False))
 
 
-class StandIn:
-    def __init__(self, answers: bool = True):
-        self.cancelled = threading.Event()
-        self._answers = answers
-
-    def answers(self) -> bool:
-        return self._answers
-
-
-def test_an_engine_failure_is_retried_once(tmp_path):
-    events: list[dict] = []
-    b = Builder(load_tree(make_fixture_tree(tmp_path / "tree")), engine=StandIn(), emit=events.append)
-    calls: list[int] = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise EngineError("lost an image")
-
-    b._with_retry("base", flaky)
-    assert len(calls) == 2 and [e["event"] for e in events] == ["retry"]
-
-    def broken():
-        calls.append(1)
-        raise EngineError("still broken")
-
-    calls.clear()
-    with pytest.raises(EngineError):
-        b._with_retry("base", broken)
-    assert len(calls) == 2
-
-    calls.clear()
-    gone = Builder(load_tree(make_fixture_tree(tmp_path / "tree2")), engine=StandIn(answers=False))
-    with pytest.raises(EngineError):
-        gone._with_retry("base", broken)
-    assert len(calls) == 1                     # an engine that does not answer is not asked again
+# Retrying an engine's failure (once while it answers; requeued elsewhere when
+# it does not) is the scheduler's: tests/unit/test_scheduler.py.

@@ -409,3 +409,21 @@ def test_five_hundred_nodes_lay_out_quickly():
     assert dot.count(" -> ") <= g.number_of_edges() - 479
     assert '"seed" -> "pkg000"' not in dot
     assert svg.count(b'<g id="node') == 500 + 1          # every node, and the legend
+
+
+def test_audit_findings_are_listed_on_the_package(monkeypatch):
+    """A built package with audit findings gets them as "check: path:
+    detail" lines.  (Found by mypy: the report read Finding.kind, which
+    audit's Finding never had, so any finding crashed the report.)"""
+    from quorum import audit as auditmod
+    found = auditmod.Finding(package="top", path="usr/bin/x", check="dynamic-elf", detail="needs libc.so.6")
+    monkeypatch.setattr(auditmod, "audit", lambda tree, store=None: auditmod.AuditResult(
+        checked=["top", "base"], findings=[found]))
+    nodes = {n: reportmod.Node(name=n, kind="package", store="built") for n in ("top", "base")}
+    site = reportmod.Site(tree="t", commit=None, serial=None, expires=None, nodes=nodes, order=list(nodes),
+                          trust=reportmod.Trust(), gates=[], rebuilders=[])
+    reportmod._audit(None, None, nodes, site)
+    assert site.notes == []
+    assert nodes["top"].audit == "findings"
+    assert nodes["top"].audit_findings == ["dynamic-elf: usr/bin/x: needs libc.so.6"]
+    assert nodes["base"].audit == "clean" and nodes["base"].audit_findings == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from quorum import oci, variations
+from quorum.variations import clock
 from quorum.tree import load_tree
 from treeutil import add_package, make_fixture_tree
 
@@ -42,11 +43,13 @@ def plan(tree, chosen, layouts=None, targets=None, cpus=2):
     return variations.plan(chosen, ctx)
 
 
-def test_every_variation_is_on_by_default_and_clock_never_claims_to_act(tree):
+def test_every_variation_is_on_by_default_and_the_preload_ones_say_why_not(tree):
     assert variations.parse_vary(None) == set(variations.names())
     o = plan(tree, variations.parse_vary(None))
     assert set(o.applied) | set(o.not_applied) == set(variations.names())
+    # the fixture tree has no seed to compile the preload shim in
     assert {"clock", "file_order"} <= set(o.not_applied) and not {"clock", "file_order"} & set(o.applied)
+    assert "GCC" in o.not_applied["clock"] and not o.plan.preload
     s = o.plan.settings
     assert s.build_user == "4242:4242" and s.umask == "002" and s.build_dir != "/build"
     assert o.plan.cpuset == "0"
@@ -81,3 +84,48 @@ def test_needs_root_wants_a_reason(tmp_path):
     add_package(root, "rooty", "name: rooty\nversion: '1'\nneeds-root: yes\nbuild: 'true'\n")
     with pytest.raises(DefinitionError, match="needs-root"):
         load_tree(root)
+
+
+GCC_SEED = """\
+name: gcc
+request: [gcc-12, libc6-dev]
+packages:
+  - {name: gcc-12, version: "12", arch: amd64, sha256: %s}
+  - {name: libc6-dev, version: "2", arch: amd64, sha256: %s}
+""" % ("a" * 64, "b" * 64)
+
+LOADER = "lib64/ld-linux-x86-64.so.2"
+
+
+@pytest.fixture
+def gcc_tree(tmp_path):
+    root = make_fixture_tree(tmp_path / "tree")
+    (root / "bootstrap" / "seeds" / "gcc.yaml").write_text(GCC_SEED)
+    add_package(root, "dyn", "name: dyn\nversion: '1'\nseed: gcc\nbuild: 'true'\n")
+    add_package(root, "own", "name: own\nversion: '1'\nseed: gcc\n",
+                files={"Containerfile": "FROM {{ seed }}\n"})
+    return load_tree(root)
+
+
+def test_preload_variations_act_where_a_loader_is_and_name_what_they_miss(gcc_tree, tmp_path):
+    layouts = {"gcc": seed_layout(tmp_path / "g", [LOADER, "usr/bin/gcc-12"]),
+               "busybox": seed_layout(tmp_path / "b", ["bin/busybox"])}
+    o = plan(gcc_tree, {"clock", "file_order"}, layouts=layouts)
+    assert {"clock", "file_order"} <= set(o.applied), o.not_applied
+    assert o.plan.preload == {"QUORUM_VARY_READDIR": "reverse", "QUORUM_VARY_CLOCK_OFFSET": str(clock.OFFSET)}
+    how = o.applied["clock"]
+    # what the shim does not reach is named, with why
+    assert "own Containerfile: own" in how and "seed busybox has only static programs" in how
+    assert "base" in how and "3 years" in how
+    # an offset of years: the date moves in every field
+    assert clock.OFFSET > 3 * 365 * 86400
+
+
+def test_preload_variations_do_not_claim_static_only_rebuilds(gcc_tree, tmp_path):
+    layouts = {"gcc": seed_layout(tmp_path / "g", [LOADER]), "busybox": seed_layout(tmp_path / "b", ["bin/busybox"])}
+    o = plan(gcc_tree, {"clock"}, layouts=layouts, targets={"base", "own"})
+    assert "clock" in o.not_applied and not o.plan.preload
+    assert "base: seed busybox has only static programs" in o.not_applied["clock"]
+    # the compiler seed must be built to compile the shim
+    o = plan(gcc_tree, {"file_order"}, layouts={"busybox": layouts["busybox"]}, targets={"dyn"})
+    assert "not built in out/" in o.not_applied["file_order"]

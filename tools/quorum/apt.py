@@ -238,9 +238,11 @@ class PrivateApt:
                 if line and line[0] not in " \t" and ":" in line:
                     k, _, v = line.partition(":")
                     rec[k] = v.strip()
-            key = (rec.get("Package"), rec.get("Version"), rec.get("Architecture"))
-            if key[0] and key not in found:
-                found[key] = rec
+            pkg, ver, arch = rec.get("Package"), rec.get("Version"), rec.get("Architecture")
+            # A record without a version or an architecture could never be
+            # looked up below (nor by callers, who ask by all three).
+            if pkg and ver is not None and arch is not None and (pkg, ver, arch) not in found:
+                found[(pkg, ver, arch)] = rec
         for n, v, a in pkgs:
             if (n, v, a) not in found and (n, v, "all") in found:
                 found[(n, v, a)] = found[(n, v, "all")]

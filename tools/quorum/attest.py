@@ -27,13 +27,25 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, FORMAT_VERSION, canon
 from .errors import QuorumError
 from .safeio import loads_json, read_regular
+
+if TYPE_CHECKING:
+    # securesystemslib is imported on first use (_sslib): `quorum build`
+    # never needs it.  The others import this module.
+    from securesystemslib.signer import GPGKey, GPGSigner
+
+    from .build import NodeResult
+    from .model import Environment, Package, Seed, Tree
+    from .oci import Image
+    from .render import Rendered, Settings
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_PREDICATE = "https://slsa.dev/provenance/v1"
@@ -136,7 +148,8 @@ class Built:
     config_digest: str
 
 
-def package_materials(pkg, rendered, built_on: list[Built], file_hashes: dict[str, list]) -> tuple[Material, ...]:
+def package_materials(pkg: Package, rendered: Rendered, built_on: list[Built],
+                      file_hashes: dict[str, list]) -> tuple[Material, ...]:
     """A package's resolved dependencies: sources (sha256 and every origin),
     the seed and dependencies (by manifest digest), the package's own files
     and the rendered Containerfile and scripts."""
@@ -160,7 +173,7 @@ def package_materials(pkg, rendered, built_on: list[Built], file_hashes: dict[st
     return tuple(out)
 
 
-def seed_materials(seed) -> tuple[Material, ...]:
+def seed_materials(seed: Seed) -> tuple[Material, ...]:
     """A seed's resolved dependencies: its pinned Debian binary packages."""
     out = []
     for d in seed.debs:
@@ -202,7 +215,8 @@ def provenance(f: BuildFacts) -> dict:
     }
 
 
-def write_provenance(tree, out: Path, name: str, img, results: dict, *, settings, engine: dict[str, str]) -> Path:
+def write_provenance(tree: Tree, out: Path, name: str, img: Image, results: dict[str, NodeResult], *,
+                     settings: Settings, engine: dict[str, str]) -> Path:
     """Write out/attestations/<name>.provenance.json for the artifact ``img``
     just built, from what the build used: the same rendering (with the
     build's settings), the tree's sources and files, and the digests of the
@@ -213,14 +227,22 @@ def write_provenance(tree, out: Path, name: str, img, results: dict, *, settings
     def image(n: str) -> str:
         return str(reference(tree.config.namespace, n, results[n].version))
 
+    def digests(n: str) -> tuple[str, str]:
+        """(manifest digest, config digest) of a node this one was built on."""
+        r = results[n]
+        if r.digest is None or r.config_digest is None:   # the builder builds dependencies first
+            raise AttestError(f"{n} has no digest: {name} cannot have been built on it", field="materials")
+        return r.digest, r.config_digest
+
     epoch = tree.config.source_date_epoch
+    node: Seed | Environment | Package
     if name in tree.seeds:
         node = tree.seeds[name]
         materials = seed_materials(node)
     elif name in tree.environments:
         node = tree.environments[name]
-        materials = tuple(Material(name=image(m), sha256=_hex(results[m].digest, f"member.{m}"),
-                                   annotations={"role": "member", "package": m, "config": results[m].config_digest})
+        materials = tuple(Material(name=image(m), sha256=_hex(digests(m)[0], f"member.{m}"),
+                                   annotations={"role": "member", "package": m, "config": digests(m)[1]})
                           for m in node.members)
     else:
         # A twin (docs/spec/environment.md) is its package's definition
@@ -228,12 +250,12 @@ def write_provenance(tree, out: Path, name: str, img, results: dict, *, settings
         twin = tree.twins.get(name)
         node = twin.package if twin else tree.packages[name]
         seed_name = twin.environment if twin else tree.base_of(node)
-        ref = (lambda n: render.DepRef(name=n, image=results[n].config_digest))
+        ref = (lambda n: render.DepRef(name=n, image=digests(n)[1]))
         rendered = render.render(node, seed_image=ref(seed_name).image if seed_name else None,
                                  deps=[ref(d) for d in node.deps], epoch=epoch, settings=settings)
         on = ([("seed", seed_name)] if seed_name else []) + [("dependency", d) for d in node.deps]
-        built_on = [Built(role=role, name=n, image=image(n), digest=results[n].digest,
-                          config_digest=results[n].config_digest) for role, n in on]
+        built_on = [Built(role=role, name=n, image=image(n), digest=digests(n)[0],
+                          config_digest=digests(n)[1]) for role, n in on]
         materials = package_materials(node, rendered, built_on, render.file_hashes(node))
     r = results[name]
     facts = BuildFacts(tree=tree.config.name, name=name, kind=r.kind, version=r.version, image=image(name),
@@ -482,7 +504,7 @@ def load_statement(path: Path) -> dict:
 
 # --- DSSE ----------------------------------------------------------------------------
 
-def _sslib():
+def _sslib() -> tuple[ModuleType, ModuleType, ModuleType, type[GPGKey], type[GPGSigner]]:
     """securesystemslib, imported on first use: `quorum build` never needs it."""
     try:
         from securesystemslib import dsse, exceptions
@@ -503,13 +525,16 @@ def sign_envelope(statement: dict, *, fingerprint: str, homedir: str | None) -> 
     among them, seen with GnuPG 2.2/2.4), so a verifier using it — in-toto's
     reference implementation included — could not check a subkey's
     signature (docs/spec/attestations.md)."""
-    dsse, exceptions, gpgfn, _GPGKey, GPGSigner = _sslib()
+    dsse, exceptions, gpgfn, _GPGKey, _GPGSigner = _sslib()
+    # Imported by _sslib already (with its error message); named here
+    # directly so the subclass below has a real class as its base.
+    from securesystemslib.signer import GPGSigner, Signature
 
     class PrimarySigner(GPGSigner):
         # Only the key selection differs from GPGSigner: "FPR!" makes GnuPG
         # use exactly that key.  The signature packet is still the
         # library's, and so are the DSSE envelope and its PAE.
-        def sign(self, payload: bytes):
+        def sign(self, payload: bytes) -> Signature:
             raw = gpgfn.create_signature(payload, self.public_key.keyid + "!", self.homedir)
             if raw["keyid"] != self.public_key.keyid:
                 raise ValueError(f"GnuPG signed with {raw['keyid']}, not {self.public_key.keyid}")
@@ -534,7 +559,7 @@ class Anchor:
     keys: tuple[Any, ...]                     # securesystemslib GPGKey, one per usable part
 
 
-def anchors_from_home(homedir: str, fingerprints: list[str], unusable: set[str] = frozenset(),
+def anchors_from_home(homedir: str, fingerprints: list[str], unusable: AbstractSet[str] = frozenset(),
                       notes: list[str] | None = None) -> dict[str, Anchor]:
     """The securesystemslib keys of anchors already imported into a
     throwaway GnuPG home.  ``unusable``: (sub)key fingerprints that are

@@ -16,7 +16,7 @@ The figures (the issue's names):
       without the engine's layer cache, alternated A B A B; medians.
   P2  a no-op `quorum build` of a 500-package tree, timed as a user runs it
       (a separate process), against `quorum --version` (interpreter + import).
-      out/ is primed by the real Builder driving a stand-in engine that returns
+      out/ is primed by the real Builder driving the fake engine, which returns
       a one-file layer, so the input hashes are exactly the real ones.
   P3  makespan of a wide DAG of CPU-bound packages at -j<cores>, against the
       lower bound max(critical path, total work / cores) computed from the
@@ -26,6 +26,17 @@ The figures (the issue's names):
       part alone on an in-memory tree.
   R1  reproduce time / cold build time (issue #4): reproduce --all of the
       fixture tree against its cold build, alternated, target <= 1.05x.
+  R2  reproduce --all -j 2 of the default tree against its cold build -j 2,
+      same run (issue #8; benchtree.py).  Minutes: only with --only R2,R3.
+  R3  that rebuild on a private Podman service against the Docker one.
+  S1  the scheduler at StageX scale on simulated time (farmsim.py): a
+      513-node DAG with a long bootstrap chain and long-tailed build times, on
+      1, 4, 16, 64 slots over 1, 4, 16 fake engines; makespan against
+      max(critical path, work / slots), target <= 1.1x, and the coordinator's
+      own time per node, target < 20 ms.  Seconds.
+  S2  the fixture tree built --no-cache on this machine's engine plus a
+      private dockerd over TLS in a network namespace, against this engine
+      alone; the manifests must be identical.  Only with --only S2 (root).
 
 A benchmark reports; it does not judge: the exit status is 0 whatever the
 figures say, 1 only when a figure could not be measured (it crashed).
@@ -46,9 +57,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -61,12 +70,16 @@ from . import __version__
 from . import build as buildlib
 from . import graph as graphmod
 from . import render
+from .engines.fake import FakeEngine
 from .model import Package, Seed, Tree, TreeConfig
 
 NAMESPACE = "quorum-bench"
 SEED = "busybox"
 FIXTURE_SEED = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tree" / "bootstrap" / "seeds" / "busybox.yaml"
-FIGURES = ("P1", "P2", "P3", "P6", "R1")
+FIGURES = ("P1", "P2", "P3", "P6", "R1", "R2", "R3", "S1", "S2")
+# The default tree's figures take its real build time, S2 starts a private
+# dockerd (root): run when named only.
+ON_REQUEST = ("R2", "R3", "S2")
 HEADERS = ["figure", "what", "measured", "baseline", "ratio/overhead", "target", "met?"]
 
 
@@ -297,62 +310,9 @@ def memory_tree(n: int) -> tuple[Tree, str]:
     return Tree(config=cfg, seeds=seeds, packages=pkgs), deep
 
 
-# --- a stand-in engine (P2's priming) -------------------------------------------
+# --- the fake engine (P2's priming) ----------------------------------------------
 
-class StandInEngine:
-    """Implements the methods Builder calls, without an engine: every build
-    "produces" a one-file layer.  Everything else — input hashes, layouts,
-    records, the manifest — is the real code's."""
-
-    endpoint = "stand-in"
-
-    def __init__(self):
-        self._names: dict[str, str] = {}
-        self.builds = 0
-        self.cancelled = threading.Event()
-
-    def has_image(self, image_id: str) -> bool:
-        return True
-
-    def load(self, archive: Path) -> str:
-        return ""
-
-    def tag(self, image_id: str, repo: str, tag: str) -> None:
-        pass
-
-    def release(self, image_id: str, owner: str) -> int:
-        return 0
-
-    def cancel_builds(self) -> None:
-        self.cancelled.set()
-
-    def answers(self) -> bool:
-        return True
-
-    def build(self, context, *, dockerfile: str = "Containerfile", opts=None, on_line=lambda s: None,
-              owner: str | None = None, args: dict | None = None) -> str:
-        with tarfile.open(fileobj=context, mode="r:") as tf:
-            text = tf.extractfile(dockerfile).read().decode()
-        first = text.splitlines()[0] if text else ""
-        name = first.split(" for ", 1)[1].split()[0] if " for " in first else "unknown"
-        self.builds += 1
-        image = "sha256:" + hashlib.sha256(f"{name}:{self.builds}".encode()).hexdigest()
-        self._names[image] = name
-        on_line(f"stand-in build of {name}")
-        return image
-
-    def single_layer(self, image_id: str, dst_dir: Path) -> Path:
-        name = self._names.get(image_id, "unknown")
-        layer = dst_dir / "engine-layer.tar"
-        data = f"{name}\n".encode()
-        with tarfile.open(layer, "w", format=tarfile.GNU_FORMAT) as tf:
-            ti = tarfile.TarInfo(f"usr/share/bench/{name}.txt")
-            ti.size, ti.mode = len(data), 0o644
-            tf.addfile(ti, io.BytesIO(data))
-        return layer
-
-
-class NoEngine(StandInEngine):
+class NoEngine(FakeEngine):
     """For checking that a build is a no-op: any build is an error."""
 
     def build(self, *a, **kw) -> str:
@@ -371,6 +331,8 @@ class Bench:
         # on it) has IDs no other tree shares, and can be removed safely.
         self.epoch = 1_700_000_000 + random.SystemRandom().randrange(1, 50_000_000)
         self._seed_text: str | None = None
+        self._r2_root: Path | None = None     # R3 rebuilds R2's tree on Podman
+        self._r2_repro = 0.0
         self._client = None
         self.seed_images: set[str] = set()
         self.images: set[str] = set()      # artifacts this run loaded (by ID)
@@ -580,11 +542,11 @@ class Bench:
         synth_tree(root, n, seed_text=self.locked_seed_text(), epoch=self.epoch, src_dir=self.dir / "p2-src")
         tree = load_tree(root)
         edges = sum(len(p.deps) for p in tree.packages.values())
-        self.progress("P2: priming out/ with the real Builder and a stand-in engine")
+        self.progress("P2: priming out/ with the real Builder and the fake engine")
         t0 = time.monotonic()
         # The seed's .debs come from the usual cache; the synthetic sources
         # go to a private one, so the user's cache does not collect them.
-        standin = StandInEngine()
+        standin = FakeEngine(name="stand-in")
         r1 = buildlib.build(tree, engine=standin, options=buildlib.Options(targets=(SEED,)))
         r2 = buildlib.build(tree, engine=standin, cache=SourceCache(self.dir / "p2-cache"))
         if not (r1.ok and r2.ok):
@@ -619,7 +581,7 @@ class Bench:
         fig.rows.append(Row("P2", f"no-op `quorum build`, {n} packages, {edges} deps (CLI process, median of "
                                   f"{sz.p2_runs})",
                             _s(b), f"`quorum --version` {_s(v)}", f"+{_s(b - v)} quorum's own", "< 0.5 s", b < 0.5))
-        fig.notes.append(f"out/ was primed ({priming:.1f} s) by the real Builder driving a stand-in engine that "
+        fig.notes.append(f"out/ was primed ({priming:.1f} s) by the real Builder driving the fake engine, which "
                          "returns a one-file layer, so every input hash is the one Builder computes; the timed run "
                          "is the real CLI process (`python -m quorum build --tree T`), as a user runs it")
         return fig
@@ -636,7 +598,7 @@ class Bench:
         b = buildlib.Builder(load_tree(root), engine=Engine(), options=buildlib.Options(targets=(SEED,)))
         res = b.run()
         self.note_images(res)
-        b.ensure_loaded(SEED)
+        b.ensure_loaded(SEED, b.pool.members[0])
         seed_id = res.nodes[SEED].config_digest
         iters = self._calibrate(seed_id, sz.p3_burn_seconds)
         # A wide DAG on which the bound can be reached: `cores` roots, and
@@ -788,6 +750,74 @@ class Bench:
                          f"writing the folders took {written:.1f} s")
         return fig
 
+    # --- S1, S2: the scheduler over a pool ------------------------------------------
+    def s1(self) -> Figure:
+        """The scheduler at StageX scale on simulated time (farmsim.py)."""
+        from . import farmsim
+        fig = Figure("S1")
+        dag = farmsim.stagex_like()
+        self.progress(f"S1: {len(dag.order)} nodes, depth {dag.depth()}, simulating {len(farmsim.SHAPES)} pools")
+        results = farmsim.run_all(dag)
+        worst_ms = max(r.per_node_ms for r in results)
+        for r in results:
+            fig.rows.append(Row("S1", f"makespan, {r.nodes} nodes, {r.slots} slots on {r.engines} engine(s), "
+                                      f"{r.transfers} transfers",
+                                f"{r.makespan / 3600:.2f} h", f"bound {r.lower_bound / 3600:.2f} h",
+                                f"{r.ratio:.3f}x (tighter bound: {r.makespan / r.serial_bound:.3f}x)", "<= 1.10x",
+                                r.ratio <= 1.10))
+        fig.rows.append(Row("S1", "coordinator's own time per node (worst pool; scheduling, placement, transfers "
+                                  "bookkeeping)", f"{worst_ms:.2f} ms", "", "", "< 20 ms", worst_ms < 20))
+        fig.values = {"nodes": len(dag.order), "depth": dag.depth(), "edges": sum(len(d) for d in dag.deps.values()),
+                      "critical_path_h": dag.critical_path() / 3600, "work_h": sum(dag.seconds.values()) / 3600,
+                      "runs": [asdict(r) | {"ratio": r.ratio, "per_node_ms": r.per_node_ms} for r in results]}
+        fig.notes.append("simulated time: real Schedule and Pool, fake engines on a virtual clock; a transfer of a "
+                         f"dependency costs {farmsim.LOAD_SECONDS:.0f} s; build times log-normal (median 2 min, "
+                         "tail of hours), a 16-stage bootstrap chain before anything else can start.  The tighter "
+                         "bound adds that serial start: head(v) + work after v / slots, for every v; at 4 slots it "
+                         "is what no schedule can beat")
+        return fig
+
+    def s2(self) -> Figure:
+        """The fixture tree over two real engines (this machine's and a
+        private dockerd over TLS in a network namespace) against one."""
+        fig = Figure("S2")
+        sys.path.insert(0, str(FIXTURE_SEED.parents[4]))        # tests/: the private-engine helper
+        from enginehost import CannotStart, private_engine      # type: ignore[import-not-found]
+        from treeutil import make_fixture_tree                   # type: ignore[import-not-found]
+        env = _quorum_env()
+        lock = self.locked_seed_text()
+
+        def build(tree: Path, *engines: str) -> tuple[float, bytes]:
+            args = [a for e in engines for a in ("--engine", e)]
+            t = time.monotonic()
+            p = subprocess.run([sys.executable, "-m", "quorum", "build", "--tree", str(tree), "--no-cache", *args],
+                               env=env, capture_output=True, text=True, timeout=1800)
+            if p.returncode != 0:
+                raise RuntimeError(f"S2: the build failed: {p.stderr.strip()[-400:]}")
+            return time.monotonic() - t, (tree / "manifests" / "manifest.json").read_bytes()
+        try:
+            with private_engine(self.dir / "s2-engine") as host:
+                tls = self.dir / "s2-tls"
+                tls.mkdir()
+                for part in ("ca", "cert", "key"):
+                    shutil.copyfile(getattr(host.tls, part), tls / f"{part}.pem")
+                os.chmod(tls / "key.pem", 0o600)
+                local = "unix:///var/run/docker.sock,name=local"
+                one_t, one_m = build(make_fixture_tree(self.dir / "s2-one", seed_lock=lock), local)
+                two_t, two_m = build(make_fixture_tree(self.dir / "s2-two", seed_lock=lock), local,
+                                     f"{host.url},name=second,tls={tls}")
+        except CannotStart as e:
+            fig.status = "n/a"
+            fig.rows.append(Row("S2", "fixture tree on two engines", f"not run: {e}"))
+            return fig
+        fig.values = {"one_engine": one_t, "two_engines": two_t, "identical": one_m == two_m}
+        fig.rows.append(Row("S2", "fixture tree, --no-cache, on 2 engines (one a private dockerd over TLS)",
+                            _s(two_t), f"1 engine {_s(one_t)}", f"{two_t / one_t:.2f}x",
+                            "manifest identical", one_m == two_m))
+        fig.notes.append("the private engine starts empty on vfs storage: every dependency it needs is "
+                         "transferred, so on a tree this small two engines are not expected to be faster")
+        return fig
+
     # --- R1 ---------------------------------------------------------------------
     def r1(self) -> Figure:
         """reproduce --all of the fixture tree against a cold build of it (no
@@ -838,6 +868,65 @@ class Bench:
         fig.notes.append("both without the engine's layer cache and without out/; reproduce adds the variations "
                          "(another build path, time zone, locale, umask, one CPU, an extra variable) and the "
                          "digest comparison")
+        return fig
+
+
+    def r2(self) -> Figure:
+        """The default tree: reproduce --all -j 2 against its cold build -j 2."""
+        from . import reproduce as repro
+        from .benchtree import copy_default_tree
+        from .engine import Engine
+        from .tree import load_tree
+        fig = Figure("R2")
+        root = copy_default_tree(self.tree_dir("r2") / "tree", self.epoch)
+        self.progress("R2: cold build of the default tree (-j 2)")
+        t = time.monotonic()
+        res = buildlib.build(load_tree(root), engine=Engine(), options=buildlib.Options(jobs=2))
+        build_s = time.monotonic() - t
+        self.note_images(res)
+        if not res.ok:
+            raise RuntimeError(f"R2: the default tree did not build: {[(r.name, r.error) for r in res.failed()]}")
+        self.progress("R2: reproduce --all -j 2 on Docker")
+        t = time.monotonic()
+        r = repro.reproduce(load_tree(root), all_=True, jobs=2, engine=Engine(), diffoscope=False)
+        repro_s = time.monotonic() - t
+        bad = [(v.name, v.verdict) for v in r.verdicts if v.verdict != "REPRODUCED"]
+        fig.values = {"build": build_s, "reproduce": repro_s, "nodes": len(res.order), "not_reproduced": bad,
+                      "applied": sorted(r.applied)}
+        fig.rows.append(Row("R2", f"reproduce --all -j 2 / cold build -j 2, default tree ({len(res.order)} nodes, "
+                                  f"{len(r.verdicts) - len(bad)} REPRODUCED)",
+                            f"reproduce {_s(repro_s)}", f"cold build {_s(build_s)}", f"{repro_s / build_s:.2f}×",
+                            "all REPRODUCED", not bad))
+        fig.notes.append(f"variations applied: {', '.join(sorted(r.applied))}; the rebuild also compiles the "
+                         "preload shim and rebuilds the seeds")
+        self._r2_root = root
+        self._r2_repro = repro_s
+        return fig
+
+    def r3(self) -> Figure:
+        """The default tree's rebuild on Podman against the same on Docker."""
+        from . import reproduce as repro
+        from .benchtree import podman_service
+        from .engine import Engine
+        from .tree import load_tree
+        fig = Figure("R3")
+        if self._r2_root is None:
+            self.r2()
+        assert self._r2_root is not None
+        with podman_service(self.tree_dir("r3")) as url:
+            self.progress(f"R3: reproduce --all -j 2 on Podman ({url})")
+            t = time.monotonic()
+            r = repro.reproduce(load_tree(self._r2_root), all_=True, jobs=2, engine=Engine(url), diffoscope=False,
+                                out=self._r2_root / "out" / "reproduce-podman")
+            podman_s = time.monotonic() - t
+        bad = [(v.name, v.verdict, v.reason[:80]) for v in r.verdicts if v.verdict != "REPRODUCED"]
+        fig.values = {"podman": podman_s, "docker": self._r2_repro, "not_reproduced": bad}
+        fig.rows.append(Row("R3", f"reproduce --all -j 2 on Podman / on Docker, default tree "
+                                  f"({len(r.verdicts) - len(bad)} of {len(r.verdicts)} REPRODUCED)",
+                            f"Podman {_s(podman_s)}", f"Docker {_s(self._r2_repro)}",
+                            f"{podman_s / self._r2_repro:.2f}×", "all REPRODUCED", not bad))
+        fig.notes.append("Podman is a private `podman system service` with vfs storage (a full copy per layer) and "
+                         "runc; both rebuilds apply the same variations and judge against the same manifest")
         return fig
 
 
@@ -943,14 +1032,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quorum.bench",
                                 description="Measure quorum's performance figures on synthetic trees (P1 overhead "
                                             "against plain docker-py, P2 no-op build, P3 makespan, P6 planning, R1 "
-                                            "reproduce) and print them against their targets.",
+                                            "reproduce, S1 the scheduler over pools of fake engines, S2 two real "
+                                            "engines) and print them against their targets.",
                                 epilog="The exit status is 0 whatever the figures say (a benchmark reports, it "
                                        "does not judge); 1 if a figure could not be measured.")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a smoke run (3 trivial packages, 100-package no-op, 3 CPU packages, "
                         "2,000 nodes)")
-    p.add_argument("--only", type=_only, default=list(FIGURES), metavar="P1,P2,...",
-                   help=f"measure only these figures (of {', '.join(FIGURES)})")
+    p.add_argument("--only", type=_only, default=[f for f in FIGURES if f not in ON_REQUEST], metavar="P1,P2,...",
+                   help=f"measure only these figures (of {', '.join(FIGURES)}; {', '.join(ON_REQUEST)} take "
+                        "minutes each (R2, R3 rebuild the default tree; S2 starts a private dockerd, as root) and "
+                        "run only when named)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
     args = p.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()

@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import IO, Any, Callable
 
 from . import canon, oci
 from .errors import QuorumError
@@ -159,9 +159,10 @@ class Blob:
     def __init__(self, tf: tarfile.TarFile, member: tarfile.TarInfo, entry: Entry):
         self._tf, self._member, self.entry = tf, member, entry
         self._head: bytes | None = None
-        self._text: str | None | bool = False  # False: not decided yet
+        self._text: str | None = None
+        self._text_decided = False
 
-    def open(self) -> BinaryIO:
+    def open(self) -> IO[bytes]:
         f = self._tf.extractfile(self._member)
         assert f is not None  # only regular files become Blobs
         return f
@@ -173,11 +174,11 @@ class Blob:
         return self._head[:n]
 
     def text(self, limits: Limits) -> str | None:
-        if self._text is False:
-            self._text = None
+        if not self._text_decided:
+            self._text_decided = True
             if self.entry.size <= limits.text_max_bytes:
                 self._text = decode_text(self.head(limits.text_max_bytes))
-        return self._text  # type: ignore[return-value]
+        return self._text
 
 
 class _Layer:
@@ -235,11 +236,14 @@ class _Layer:
 
 # --- comparators -------------------------------------------------------------
 
+CompareFn = Callable[[Blob, Blob, Limits], list[Detail]]
+
+
 @dataclass(frozen=True)
 class Comparator:
     name: str
     recognizes: Callable[[Blob, Limits], bool]
-    compare: Callable[[Blob, Blob, Limits], list[Detail]]
+    compare: CompareFn
 
 
 # Tried in order; the first that recognises *both* sides is used.  The binary
@@ -247,12 +251,13 @@ class Comparator:
 COMPARATORS: list[Comparator] = []
 
 
-def comparator(name: str, recognizes: Callable[[Blob, Limits], bool], *, first: bool = False):
+def comparator(name: str, recognizes: Callable[[Blob, Limits], bool], *,
+               first: bool = False) -> Callable[[CompareFn], CompareFn]:
     """Register a content comparator: the decorated function gets both
     Blobs and the Limits and returns Details.  It is tried after those
     registered before it (``first=True``: before all of them), and always
     before the binary fallback."""
-    def wrap(fn: Callable[[Blob, Blob, Limits], list[Detail]]):
+    def wrap(fn: CompareFn) -> CompareFn:
         c = Comparator(name, recognizes, fn)
         fallback = [x for x in COMPARATORS if x.name == "binary"]
         rest = [x for x in COMPARATORS if x.name != "binary"]
@@ -526,7 +531,8 @@ def _compare_open_layers(la: _Layer, lb: _Layer, result: DiffResult, limits: Lim
     for key in sorted(set(la.entries) | set(lb.entries), key=_sort_key):
         ea, eb = la.entries.get(key), lb.entries.get(key)
         if ea is None:
-            result.added.append(eb)  # type: ignore[arg-type]
+            assert eb is not None  # the key came from one side or the other
+            result.added.append(eb)
         elif eb is None:
             result.removed.append(ea)
         else:

@@ -6,16 +6,21 @@ traceback.  Anything else escaping is a bug in quorum.
 """
 from __future__ import annotations
 
+import os
+
 
 class QuorumError(Exception):
     """An error with an optional location (file, field) and a message."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
+    def __init__(self, message: str, *, file: str | os.PathLike[str] | None = None,
+                 field: str | None = None):
         super().__init__(message)
         self.message = message
-        self.file = str(file) if file is not None else None
+        # Callers pass the Path they were reading; the message names it as
+        # str(path) would (os.fspath gives the same text for str and Path).
+        self.file: str | None = os.fspath(file) if file is not None else None
         self.field = field
 
     def __str__(self) -> str:

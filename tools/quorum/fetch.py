@@ -13,14 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from . import temps
 from .apt import PrivateApt
 from .errors import FetchError
 from .model import Source
+
+if TYPE_CHECKING:   # imported where used, at run time (see _download)
+    import http.client
+    import urllib.request
 
 Emit = Callable[[dict], None]
 
@@ -152,7 +157,7 @@ class SourceCache:
         raise FetchError(f"{src.file}: {what}; expected sha256 {src.sha256}; tried {lines or 'nothing'}",
                          file=where or None)
 
-    def _origins(self, src: Source):
+    def _origins(self, src: Source) -> Iterator[tuple[str, Callable[[Path], Path | None]]]:
         if self.has(src.sha256):
             yield "cache", lambda tmp: Path(shutil.copy2(self.path(src.sha256), tmp / "cached"))
         for url in src.urls:
@@ -164,6 +169,7 @@ class SourceCache:
 
     def _from_debian(self, src: Source, tmp: Path) -> Path | None:
         d = src.debian
+        assert d is not None  # _origins offers this origin only for a source with one
         try:
             files = self.apt.download_source(d.package, d.version, tmp / "src")
         except FetchError:
@@ -244,7 +250,7 @@ MAX_SOURCE_BYTES = int(os.environ.get("QUORUM_MAX_SOURCE_BYTES", 2 << 30))
 DOWNLOAD_DEADLINE = float(os.environ.get("QUORUM_DOWNLOAD_DEADLINE", 1800))
 
 
-def _copy_bounded(r, f, url: str, limit: int, deadline: float) -> None:
+def _copy_bounded(r: BinaryIO, f: BinaryIO, url: str, limit: int, deadline: float) -> None:
     import time
     total = 0
     while chunk := r.read(1 << 20):
@@ -289,7 +295,8 @@ def _download(url: str, dst: Path, timeout: int = 30, limit: int | None = None) 
         raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
 
     class SameScheme(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
+        def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                             headers: http.client.HTTPMessage, newurl: str) -> urllib.request.Request | None:
             target = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme
             if target != parsed.scheme:
                 raise FetchError(f"{url}: redirected from {parsed.scheme}: to {target}:; refused")

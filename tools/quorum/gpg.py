@@ -270,7 +270,9 @@ class Home:
 
     def __init__(self, path: Path | None, *, temporary: bool = False, agent: bool = True):
         self.path = path
-        self.temporary = temporary
+        # Not "self.temporary": that would shadow the temporary() classmethod
+        # on every instance.
+        self.is_temporary = temporary
         if shutil.which(GPG) is None and not os.path.exists(GPG):
             raise GpgError("gpg not found: install GnuPG (Debian: apt-get install gnupg)")
         options = list(_TEMP_OPTIONS) if temporary else []
@@ -333,7 +335,7 @@ class Home:
 
     def scratch(self, name: str, data: bytes) -> Path:
         """A file inside a throwaway home (never inside the user's)."""
-        assert self.temporary and self.path is not None
+        assert self.is_temporary and self.path is not None
         d = self.path / "scratch"
         d.mkdir(mode=0o700, exist_ok=True)
         p = d / name
@@ -390,7 +392,7 @@ class Home:
     def verify_attached(self, signed: bytes) -> tuple[Verification, bytes]:
         """Check an attached signature; -> (verification, the signed payload)."""
         src = self.scratch("signed", signed)
-        out = self.path / "scratch" / "payload"
+        out = src.parent / "payload"       # beside it, in the home's scratch folder
         out.unlink(missing_ok=True)
         rc, lines, err = self.run(["--output", str(out), "--decrypt", str(src)])
         sigs, _, nodata = parse_status(lines)       # literal data is the point here
@@ -398,7 +400,7 @@ class Home:
         return Verification(tuple(sigs), rc, False, nodata, err), payload
 
 
-def _sign_failure(res, key: str | None) -> str:
+def _sign_failure(res: gnupg.Sign, key: str | None) -> str:
     who = f"key {key!r}" if key else "GnuPG's default key"
     status = getattr(res, "status", None) or ""
     detail = _last_line(getattr(res, "stderr", "") or "")

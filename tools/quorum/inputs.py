@@ -9,6 +9,8 @@ number of jobs (passed as a build argument so that -j does not rebuild).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from . import FORMAT_VERSION, canon
 from .model import Package, Seed
 from .render import Rendered, file_hashes
@@ -46,7 +48,7 @@ def seed_input_hash(seed: Seed, epoch: int) -> str:
     return "sha256:" + canon.sha256_bytes(canon.dumps(doc))
 
 
-def _plain(v):
+def _plain(v: Any) -> Any:
     """YAML values reduced to JSON types (dates and the like become strings)."""
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}

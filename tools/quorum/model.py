@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .endpoints import EngineSpec
 
 # Names end up in file paths (out/<name>/), image tags and Containerfile
 # stage names, so they are restricted to a set that cannot express a path
@@ -41,6 +45,10 @@ class TreeConfig:
     # anything built on them may be built (the diverse double-compiling
     # check of the bootstrap is one).
     gates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Engines this tree's builds use when no --engine is given (a tree's CI
+    # names its builders here); empty: the user's engines.yaml or the local
+    # engine (docs/spec/engines.md).
+    engines: tuple["EngineSpec", ...] = ()
     # Environment gates (docs/spec/environment.md): every package of
     # packages/ built in a seed is built again in the environment, and the
     # two must be identical.

@@ -22,11 +22,14 @@ import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import canon, imageref
 from .errors import QuorumError, UnsafeArchiveError
 from .safeio import JSON_LIMIT, load_json
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer   # collections.abc.Buffer from Python 3.12 on
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -188,7 +191,7 @@ def normalize_layer(src: str | os.PathLike | BinaryIO, dst: BinaryIO, *, epoch: 
 
 
 class _HashingWriter(io.RawIOBase):
-    def __init__(self, f: BinaryIO, h):
+    def __init__(self, f: BinaryIO, h: hashlib._Hash):
         self.f, self.h, self.count = f, h, 0
 
     def writable(self) -> bool:
@@ -197,7 +200,7 @@ class _HashingWriter(io.RawIOBase):
     def tell(self) -> int:  # tarfile asks where it starts
         return self.count
 
-    def write(self, b) -> int:
+    def write(self, b: Buffer) -> int:
         b = bytes(b)
         self.f.write(b)
         self.h.update(b)
@@ -276,7 +279,7 @@ def write_layout(layout: Path, layer_file: Path, layer: LayerInfo, *, epoch: int
                  size=layer.size + cfg_size + man_size)
 
 
-def read_json(path: Path):
+def read_json(path: Path) -> Any:
     """A JSON document of a layout (which may come from anyone: `quorum
     diff` reads other people's artifacts), bounded in size and depth; any
     problem is a ValueError, as read_layout promises."""
@@ -352,6 +355,7 @@ def _tar_add_file(tw: tarfile.TarFile, arcname: str, path: Path | None = None, d
         ti.size = len(data)
         tw.addfile(ti, io.BytesIO(data))
     else:
+        assert path is not None, "_tar_add_file needs a path or data"
         ti.size = path.stat().st_size
         with open(path, "rb") as f:
             tw.addfile(ti, f)
@@ -368,7 +372,7 @@ def write_archive(layout: Path, dst: BinaryIO, *, ref: imageref.ImageRef | None 
     a fixed order with fixed metadata; gzip (for transport only) without
     name or time."""
     info = read_layout(layout)
-    raw: BinaryIO = dst
+    raw: BinaryIO | gzip.GzipFile = dst
     gz = None
     if compress:
         gz = gzip.GzipFile(fileobj=dst, mode="wb", mtime=0, filename="", compresslevel=6)

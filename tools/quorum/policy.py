@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, cast
 
 
 from . import canon
@@ -184,13 +185,13 @@ def load(path: Path) -> Policy:
     return Policy(version=version, rotation_role=rotation_role, roles=roles, path=path, data=data)
 
 
-def _parse_yaml(data: bytes, path: Path):
+def _parse_yaml(data: bytes, path: Path) -> Any:
     """Parse the very bytes that were read (and that a rotation signs): a
     second read could see a different file."""
     return parse_yaml(data, path, PolicyError)
 
 
-def _load_role(data, name: str, path: Path) -> Role:
+def _load_role(data: dict[str, Any], name: str, path: Path) -> Role:
     prefix = f"roles.{name}"
     if not ROLE_RE.match(name):
         raise DefinitionError(f"role name must match {ROLE_RE.pattern}", file=path, field=prefix)
@@ -207,7 +208,9 @@ def _load_role(data, name: str, path: Path) -> Role:
         if not is_fingerprint(k):
             raise e.err("fingerprint", f"{k!r:.70} is not a fingerprint (40 or 64 upper-case hex digits, "
                                        "no spaces; see 'gpg --with-colons --fingerprint')")
-        digest = e.string("sha256", _SHA256_RE, required=True, what="64 lower-case hex digits")
+        # required=True: string() raises rather than return None, which its
+        # declared type (tree._Fields, owned elsewhere) cannot say.
+        digest = cast(str, e.string("sha256", _SHA256_RE, required=True, what="64 lower-case hex digits"))
         e.finish()
         keys.append(k)
         digests[k] = digest

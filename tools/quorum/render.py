@@ -21,6 +21,7 @@ import jinja2
 import jinja2.nodes as jn
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from . import shim
 from .errors import DefinitionError, FetchError
 from .model import Package
 from .safeio import open_regular
@@ -47,6 +48,11 @@ class Settings:
     locale: str = "C"
     extra_env: tuple[tuple[str, str], ...] = ()
     build_user: str | None = None        # "uid:gid" to build as, None = root
+    # Image holding reproduce's preload shim (shim.py), copied into the
+    # build stage, and the shim's settings: the build script alone gets
+    # them with LD_PRELOAD (the smoke test runs without the shim).
+    preload_image: str | None = None
+    preload_env: tuple[tuple[str, str], ...] = ()
 
 
 def settings_for(pkg: Package, settings: Settings) -> Settings:
@@ -260,8 +266,11 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
     env = build_env(pkg, epoch, settings)
     j = jinja()
     script = pkg.build if pkg.build is not None else "# no build script: the package's Containerfile does the work"
-    build_sh = j.get_template("build.sh.j2").render(env=env, umask=settings.umask, build_dir=settings.build_dir,
-                                                    script=script.rstrip("\n"))
+    build_env_ = env
+    if settings.preload_image and pkg.containerfile is None:
+        build_env_ = sorted((dict(env) | dict(settings.preload_env) | {"LD_PRELOAD": shim.LIBRARY}).items())
+    build_sh = j.get_template("build.sh.j2").render(env=build_env_, umask=settings.umask,
+                                                    build_dir=settings.build_dir, script=script.rstrip("\n"))
     test_sh = None
     if pkg.test:
         test_sh = j.get_template("test.sh.j2").render(env=env, script=pkg.test.rstrip("\n"),
@@ -275,7 +284,9 @@ def render(pkg: Package, *, seed_image: str | None, deps: list[DepRef], epoch: i
         # build_user is the default template's own (the user variation);
         # package templates always build as root.
         containerfile = j.get_template("Containerfile.j2").render(**variables,
-                                                                  build_user=settings.build_user or "")
+                                                                  build_user=settings.build_user or "",
+                                                                  preload_image=settings.preload_image or "",
+                                                                  preload_dir=shim.LIBRARY_DIR)
     return Rendered(containerfile=containerfile, build_sh=build_sh, test_sh=test_sh, env=env)
 
 

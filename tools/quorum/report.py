@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -36,6 +36,11 @@ from .errors import InputError, QuorumError
 from .safeio import JSON_LIMIT, loads_json, read_regular
 from .store import Store
 from .text import printable
+
+if TYPE_CHECKING:
+    import jinja2      # imported where it is used: only writing needs it
+
+    from .model import Tree
 
 REPRODUCED, MISMATCH, FAILED, NOT_YET = "REPRODUCED", "MISMATCH", "FAILED", "not yet"
 # Where challenge manifests are found when none are named with --challenge:
@@ -195,11 +200,9 @@ class Site:
 
 def _engine_text(facts: dict) -> str:
     """EngineFacts as reproduce recorded them, in EngineFacts' own words."""
-    from .engine import EngineFacts
-    try:
-        return EngineFacts(**facts).describe()
-    except TypeError:
-        return json.dumps(facts, sort_keys=True)
+    from .engines import EngineFacts
+    f = EngineFacts.from_json(facts)
+    return f.describe() if f is not None else json.dumps(facts, sort_keys=True)
 
 def collect(root: Path, *, challenges: list[str] | None = None, state_dir: Path | None = None,
             pinned_root: str | None = None, history: str | None = None, audit: bool = True) -> Site:
@@ -343,22 +346,22 @@ def _read_challenges(root: Path, specs: list[str] | None, man: manifestmod.Manif
         if man is not None and m.tree != man.tree:
             site.challenge_notes.append(f"{label} is a manifest of tree {m.tree!r}, not {man.tree!r}")
         for n, node in nodes.items():
-            e = m.entries.get(n)
-            if e is None:
+            theirs = m.entries.get(n)
+            if theirs is None:
                 continue     # the rebuilder did not build it: "not yet"
             if node.digest is None:
                 verdict, reason = FAILED, "nothing to compare with: not in this tree's manifest"
-            elif e.digest == node.digest:
+            elif theirs.digest == node.digest:
                 verdict, reason = REPRODUCED, ""
             else:
                 verdict = MISMATCH
                 reason = ("other digest, built from other inputs (look at its dependencies first)"
-                          if e.input_hash != node.input_hash else "other digest from the same inputs")
+                          if theirs.input_hash != node.input_hash else "other digest from the same inputs")
             node.rebuilds.append(Rebuild(by=label, verdict=verdict, engine=f"rebuilder {label}",
-                                         digest=e.digest, reason=reason))
+                                         digest=theirs.digest, reason=reason))
 
 
-def _gates(tree, man: manifestmod.Manifest | None, store: Store) -> list[Gate]:
+def _gates(tree: Tree, man: manifestmod.Manifest | None, store: Store) -> list[Gate]:
     """A gate compares the members' layers (their files; the artifacts'
     own digests differ anyway, since each names its package).  The verdict
     the build recorded in the manifest is the one shown; without one, the
@@ -366,8 +369,10 @@ def _gates(tree, man: manifestmod.Manifest | None, store: Store) -> list[Gate]:
     out = []
     checks = man.checks if man else {}
     for name, members in tree.config.gates:
-        rec = checks.get(name) if isinstance(checks.get(name), dict) else {}
-        recorded = rec.get("digests") if isinstance(rec.get("digests"), dict) else {}
+        got = checks.get(name)
+        rec: dict[str, Any] = got if isinstance(got, dict) else {}
+        got = rec.get("digests")
+        recorded: dict[str, Any] = got if isinstance(got, dict) else {}
         digests: dict[str, str | None] = {}
         for m in members:
             r = store.record(m)
@@ -425,7 +430,7 @@ def _trust(root: Path, state_dir: Path | None, pinned_root: str | None) -> Trust
     return t
 
 
-def _audit(tree, store: Store, nodes: dict[str, Node], site: Site) -> None:
+def _audit(tree: Tree, store: Store, nodes: dict[str, Node], site: Site) -> None:
     from . import audit as auditmod
     try:
         res = auditmod.audit(tree, store=store)
@@ -437,7 +442,7 @@ def _audit(tree, store: Store, nodes: dict[str, Node], site: Site) -> None:
             continue
         found = [f for f in res.findings if f.package == n]
         nodes[n].audit = "findings" if found else "clean"
-        nodes[n].audit_findings = [f"{f.kind}: {f.path}: {f.detail}" for f in found]
+        nodes[n].audit_findings = [f"{f.check}: {f.path}: {f.detail}" for f in found]
     for n, node in nodes.items():
         if node.kind == "package" and node.audit == "unknown":
             node.audit = "unknown (not built in out/ here)"
@@ -578,7 +583,7 @@ def render_svg(dot: str) -> bytes | None:
 
 # --- writing ----------------------------------------------------------------------------------------
 
-def _env():
+def _env() -> jinja2.Environment:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates" / "report")),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
@@ -588,7 +593,7 @@ def _env():
     return env
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:   # bytes (an int); divided down as it is shown
     if n is None:
         return "unknown"
     for unit in ("B", "KiB", "MiB", "GiB"):

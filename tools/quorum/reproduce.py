@@ -22,7 +22,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import build as buildlib
@@ -30,9 +30,12 @@ from . import diff as diffmod
 from . import graph as graphmod
 from . import manifest as manifestmod
 from . import variations
+from . import shim
 from .canon import atomic_write, dumps_pretty
+from .engine import Engine, new_owner
 from .errors import QuorumError
 from .model import Tree
+from .pool import Pool
 from .store import Store
 
 REPRODUCED, MISMATCH, FAILED = "REPRODUCED", "MISMATCH", "FAILED"
@@ -53,6 +56,8 @@ class Verdict:
     diff_dir: str | None = None
     diff_text: str | None = None
     reports: list[str] = field(default_factory=list)     # files written about a mismatch
+    built_on: str | None = None                          # the engine that built the manifest's artifact, if recorded
+    rebuilt_on: str | None = None                        # the engine of this rebuild
     diffoscope_command: str | None = None                # to look deeper at the two kept layer blobs
 
     def to_json(self) -> dict:
@@ -156,7 +161,11 @@ def _json(facts) -> dict | None:
 
 def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = False, since: str | None = None,
               vary: set[str] | None = None, jobs: int = 1, engine=None, out: Path | None = None,
-              emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True) -> ReproResult:
+              emit: Callable[[dict], None] = lambda e: None, diffoscope: bool = True, pool: Pool | None = None,
+              elsewhere: bool = False) -> ReproResult:
+    """``pool`` (or one ``engine``; default the local one) runs the
+    rebuilds; with ``elsewhere`` each on an engine other than the one that
+    built the artifact it is compared with."""
     import time
     t0 = time.monotonic()
     current = manifestmod.load(tree.manifest_path)
@@ -186,68 +195,143 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
                                                         cpu_count=os.cpu_count() or 1))
     settings, cpuset = outcome.plan.settings, outcome.plan.cpuset
     applied, not_applied = outcome.applied, outcome.not_applied
-    emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     if not force:
+        emit({"event": "reproduce", "targets": [], "why": why, "applied": sorted(applied)})
         return ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out,
                            notes=[f"nothing to rebuild: {why} is empty"])
+    if pool is None:
+        pool = Pool.of(engine if engine is not None else Engine(), slots=max(1, jobs))
+    shim_image = None
+    shim_engine = pool.members[0].engine
+    if outcome.plan.preload:
+        shim_image = _build_shim(tree, main, shim_engine, outcome, emit, current)
+        if shim_image is not None:
+            settings = replace(settings, preload_image=shim_image,
+                               preload_env=tuple(sorted(outcome.plan.preload.items())))
+    emit({"event": "reproduce", "targets": sorted(force), "why": why, "applied": sorted(applied)})
     rebuild_store = out / ".store"
     # out/reproduce/ is this run's from here on: lock it before deleting
     # anything in it, so a second reproduce stops instead of pulling the
     # store from under the first.
-    with Store(out).lock():
-        # Never trust an earlier rebuild: a reproduce starts from an empty store.
-        shutil.rmtree(rebuild_store, ignore_errors=True)
-        # Until this run completes, report.json says so: a killed run must
-        # not leave the previous run's verdicts looking like this one's.
-        atomic_write(out / "report.json", dumps_pretty(
-            ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out, complete=False,
-                        notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
-        opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
-                                reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
-                                keep_going=True)
-        # The builder's own "finish" says whether every build *ran*; the verdicts
-        # are only known afterwards, so reproduce emits the finish event itself.
-        b = buildlib.Builder(tree, store=Store(rebuild_store), engine=engine, options=opts,
-                             emit=lambda e: None if e.get("event") == "finish" else emit(e))
-        result = b.run()
-        verdicts = []
-        for n in result.order:
-            r = result.nodes[n]
-            # Twins and gate nodes are proofs inside the rebuild (a failing
-            # gate skips, and so fails, what is built in the environment);
-            # they have no manifest entry to be judged against.
-            if n not in force or r.kind in ("twin", "gate"):
-                continue
-            exp = current.entries.get(n)
-            v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
-                        seconds=round(r.seconds, 3))
-            if r.status != "built":
-                v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
-            elif exp is None:
-                v.reason = "not in the manifest: nothing to compare with"
-            elif r.digest == exp.digest:
-                v.verdict = REPRODUCED
-            else:
-                v.verdict = MISMATCH
-                v.reason = "digests differ"
-                _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
-            if n not in targets and v.verdict != REPRODUCED:
-                v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
-            verdicts.append(v)
-        res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
-                          seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
-                          build_engine=buildlib.recorded_engine(main), rebuild_engine=_json(b.engine_facts()))
-        atomic_write(out / "report.json", dumps_pretty(res.to_json()))
-        # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
-        # signs and `quorum verify` counts per role.
-        from . import attest
-        attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
-                              versions={n: result.nodes[n].version for n in result.order}, applied=applied,
-                              not_applied=not_applied, engine=b.engine_info())
+    try:
+        with Store(out).lock():
+            # Never trust an earlier rebuild: a reproduce starts from an empty store.
+            shutil.rmtree(rebuild_store, ignore_errors=True)
+            # Until this run completes, report.json says so: a killed run must
+            # not leave the previous run's verdicts looking like this one's.
+            atomic_write(out / "report.json", dumps_pretty(
+                ReproResult(verdicts=[], applied=applied, not_applied=not_applied, out=out, complete=False,
+                            notes=[f"in progress (or interrupted): rebuilding {why}"]).to_json()))
+            opts = buildlib.Options(jobs=jobs, targets=tuple(sorted(force)), reuse=True, nocache=True, force=tuple(force),
+                                    reuse_store=tree.out, settings=settings, cpuset=cpuset, write_manifest=False,
+                                    keep_going=True, elsewhere=elsewhere)
+            # The builder's own "finish" says whether every build *ran*; the verdicts
+            # are only known afterwards, so reproduce emits the finish event itself.
+            b = buildlib.Builder(tree, store=Store(rebuild_store), pool=pool, options=opts,
+                                 emit=lambda e: None if e.get("event") == "finish" else emit(e))
+            if shim_image is not None:
+                b.extra_images[shim_image] = _copy_from(shim_engine, shim_image, b.store)
+            result = b.run()
+            built_by = buildlib.recorded_engines(main)
+            verdicts = []
+            for n in result.order:
+                r = result.nodes[n]
+                # Twins and gate nodes are proofs inside the rebuild (a failing
+                # gate skips, and so fails, what is built in the environment);
+                # they have no manifest entry to be judged against.
+                if n not in force or r.kind in ("twin", "gate"):
+                    continue
+                exp = current.entries.get(n)
+                v = Verdict(name=n, kind=r.kind, verdict=FAILED, expected=exp.digest if exp else None, rebuilt=r.digest,
+                            seconds=round(r.seconds, 3), built_on=_engine_name(main, n, built_by),
+                            rebuilt_on=r.engine)
+                if r.status != "built":
+                    v.reason = f"{r.failure or r.status}: {r.error}" if r.error else r.status
+                elif exp is None:
+                    v.reason = "not in the manifest: nothing to compare with"
+                elif r.digest == exp.digest:
+                    v.verdict = REPRODUCED
+                else:
+                    v.verdict = MISMATCH
+                    v.reason = "digests differ"
+                    _keep_and_diff(n, v, main, Store(rebuild_store), out, diffoscope)
+                if n not in targets and v.verdict != REPRODUCED:
+                    v.reason = (v.reason + "; " if v.reason else "") + "rebuilt because the local artifact did not match the manifest"
+                verdicts.append(v)
+            res = ReproResult(verdicts=verdicts, applied=applied, not_applied=not_applied, out=out,
+                              seconds=time.monotonic() - t0, notes=[f"rebuilt {why}"],
+                              build_engine=buildlib.recorded_engine(main), rebuild_engine=_json(b.engine_facts()))
+            atomic_write(out / "report.json", dumps_pretty(res.to_json()))
+            # Rebuild attestations (docs/spec/attestations.md): what `quorum sign`
+            # signs and `quorum verify` counts per role.
+            from . import attest
+            attest.write_rebuilds(out, tree=tree.config.name, namespace=tree.config.namespace, verdicts=verdicts,
+                                  versions={n: result.nodes[n].version for n in result.order}, applied=applied,
+                                  not_applied=not_applied, engine=b.engine_info())
+    finally:
+        # The shim image is this run's alone (its owner label): gone with it.
+        if shim_image is not None:
+            for m in pool.members:
+                if m.engine is shim_engine or shim_image in m.loads:
+                    m.engine.release(shim_image, _SHIM_OWNER)
     emit({"event": "finish", "ok": res.exit_code == 0, "exit_code": res.exit_code,
           "seconds": round(res.seconds, 3),
           "verdicts": {k: sum(1 for v in verdicts if v.verdict == k) for k in (REPRODUCED, MISMATCH, FAILED)}})
     return res
+
+
+_SHIM_OWNER = new_owner()
+
+
+def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, emit,
+                current: manifestmod.Manifest) -> str | None:
+    """Compile the preload shim for this rebuild; if it cannot be, the
+    variations that asked for it move to "not applied" with the reason
+    (never reported as acting when they did not)."""
+    seed = shim.compiler_seed(tree)
+    rec = main.record(seed) if seed else None
+    try:
+        if seed is None or rec is None:
+            raise QuorumError("no compiler seed built in out/")
+        # The shim runs inside every rebuild and could write into /rootfs
+        # whatever would make a poisoned artifact "reproduce": its compiler
+        # must be the seed the manifest names, never whatever out/ holds
+        # (the load below then proves the engine has those bytes).
+        exp = current.entries.get(seed)
+        if exp is None or exp.digest != rec.digest:
+            raise QuorumError(f"seed {seed} in out/ is not the one the manifest names (run 'quorum build {seed}')")
+        emit({"event": "shim", "seed": seed})
+        return shim.build(engine, seed_layout=main.layout(seed), seed_config_digest=rec.config_digest,
+                          owner=_SHIM_OWNER)
+    except QuorumError as e:
+        for name in [n for n, how in outcome.applied.items() if "preload shim" in how]:
+            del outcome.applied[name]
+            outcome.not_applied[name] = f"quorum's preload shim could not be built: {e}"
+        outcome.plan.preload.clear()
+        return None
+
+
+def _copy_from(source, image_id: str, store: Store) -> Callable:
+    """How to give another engine an image ``source`` holds: export it
+    there, load it here (the image ID, its config digest, is checked by the
+    pool after the load).  The archive is staged in ``store``, whose next
+    run removes what a crash left."""
+    def transfer(engine) -> None:
+        with store.staging("copy") as tmp:
+            arch = tmp / "image.tar"
+            with open(arch, "wb") as f:
+                source.save(image_id, f)
+            engine.load(arch)
+    return transfer
+
+
+def _engine_name(main: Store, name: str, engines: dict[str, dict]) -> str | None:
+    """The name of the engine that built out/<name>/, as recorded."""
+    rec = main.record(name)
+    if rec is None or not rec.engine:
+        return None
+    facts = engines.get(rec.engine) or {}
+    return str(facts.get("name") or facts.get("endpoint") or rec.engine)
 
 
 def _keep_and_diff(name: str, v: Verdict, main: Store, rebuilt: Store, out: Path, diffoscope: bool) -> None:

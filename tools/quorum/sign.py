@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from . import canon, oci, policy as policy_mod, simplesign, translog
 from .errors import QuorumError
@@ -164,10 +165,11 @@ def signing_key(root: Path) -> str | None:
     return out or None
 
 
-def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> SigResult:
+def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> tuple[str, SigResult]:
     """Verify what was just made in a throwaway home holding only the
     signer's public key: proves the signature is one good, detached
-    signature over these bytes, and yields the primary fingerprint."""
+    signature over these bytes, and yields the primary fingerprint (and
+    the signature)."""
     public = user.export_public(signing_fpr)
     with Home.temporary() as h:
         h.import_keys(public)
@@ -175,12 +177,17 @@ def _self_check(user: Home, signature: bytes, data: bytes, signing_fpr: str) -> 
     problem = v.problem()
     if problem:
         raise SignError(f"the signature GnuPG made does not verify: {problem}")
-    return v.signatures[0]
+    sig = v.signatures[0]
+    # A good signature always came with VALIDSIG, which names the primary
+    # key (gpg.parse_status): this only spells that out for the types.
+    if sig.primary is None:
+        raise SignError("the signature GnuPG made does not verify: GnuPG did not name its primary key")
+    return sig.primary, sig
 
 
 # --- signing ----------------------------------------------------------------------------
 
-def sign(root: Path, **kw) -> SignReport:
+def sign(root: Path, **kw: Any) -> SignReport:
     """Sign the tree's manifest (see _sign) holding out/'s lock: a build
     must not replace the artifacts being vouched for, and two signers must
     not interleave their read-modify-write of the log."""
@@ -211,20 +218,20 @@ def _sign(root: Path, *, user: Home | None = None, key: str | None = None, relea
         require_released(man, now, files.manifest)
     signed = man.to_bytes()
     signature, signing_fpr = user.sign(signed, key, detach=True)
-    sig = _self_check(user, signature, signed, signing_fpr)
+    primary, sig = _self_check(user, signature, signed, signing_fpr)
     # Several files change together (manifest, signatures, log): the
     # journal is written first, in one atomic write, and holds the whole new
     # state, so a kill at any later point is finished by the next run
     # instead of leaving a manifest that lost its signatures.
-    j = Journal(manifest=signed, signer=sig.primary, signature=signature, tree=man.tree, serial=man.serial,
+    j = Journal(manifest=signed, signer=primary, signature=signature, tree=man.tree, serial=man.serial,
                 time=translog.timestamp(now), release=signed != data, log_seq=len(translog.read(files.log)))
     j.write(files)
     removed, entry = j.apply(files)
-    sig_path = files.signature(sig.primary)
+    sig_path = files.signature(primary)
     sha = canon.sha256_bytes(signed)
-    report = SignReport(fingerprint=sig.primary, uid=sig.uid or "", signature=sig_path, manifest_sha256=sha,
+    report = SignReport(fingerprint=primary, uid=sig.uid or "", signature=sig_path, manifest_sha256=sha,
                         serial=man.serial, log_entry=entry, released=release, removed=removed,
-                        warnings=_anchor_warnings(files, sig.primary))
+                        warnings=_anchor_warnings(files, primary))
     if images:
         public = user.export_public(signing_fpr)
         # Image signatures are made with the *primary* key ("FPR!" forces
@@ -232,15 +239,15 @@ def _sign(root: Path, *, user: Home | None = None, key: str | None = None, relea
         # keys of the key file their policy names, and refuse a subkey's
         # signature ("Signature by key <subkey> is not accepted").
         try:
-            report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.primary}!",
-                                        primary=sig.primary, public=public)
+            report.images = sign_images(files, man, config.namespace, user=user, key=f"{primary}!",
+                                        primary=primary, public=public)
         except GpgError:
-            if sig.fingerprint == sig.primary:
+            if sig.fingerprint == primary:
                 raise
             # The primary is offline (a token holding subkeys only): sign
             # with the subkey, and say what container tools will make of it.
             report.images = sign_images(files, man, config.namespace, user=user, key=f"{sig.fingerprint}!",
-                                        primary=sig.primary, public=public)
+                                        primary=primary, public=public)
             report.warnings.append(
                 f"image signatures were made with subkey {sig.fingerprint} (the primary key is not usable "
                 "here): skopeo/podman 'signedBy' policies refuse them; see docs/spec/signatures.md")
@@ -248,11 +255,11 @@ def _sign(root: Path, *, user: Home | None = None, key: str | None = None, relea
         # Provenance and rebuild attestations as DSSE envelopes
         # (docs/spec/attestations.md): each file stands alone, so no journal.
         from . import attest
-        signed = attest.sign_attestations(out=root / "out", manifests=files.manifests, tree=man.tree,
-                                          digests={n: e.digest for n, e in man.entries.items()},
-                                          fingerprint=sig.primary, homedir=str(user.path) if user.path else None)
-        report.attestations = signed.written
-        report.warnings += signed.notes
+        atts = attest.sign_attestations(out=root / "out", manifests=files.manifests, tree=man.tree,
+                                        digests={n: e.digest for n, e in man.entries.items()},
+                                        fingerprint=primary, homedir=str(user.path) if user.path else None)
+        report.attestations = atts.written
+        report.warnings += atts.notes
     return report
 
 
@@ -406,18 +413,18 @@ def sign_policy(root: Path, *, user: Home | None = None, key: str | None = None)
         raise SignError("version 1 is the first policy: there is nothing to rotate from", file=files.policy,
                         field="version")
     signature, signing_fpr = user.sign(pol.data, key, detach=True)
-    sig = _self_check(user, signature, pol.data, signing_fpr)
+    primary, _ = _self_check(user, signature, pol.data, signing_fpr)
     old = previous_policy(files, pol.version)
-    if sig.primary not in old.roles[old.rotation_role].keys:
-        raise SignError(f"{sig.primary} is not a {old.rotation_role} of policy version {old.version}: "
+    if primary not in old.roles[old.rotation_role].keys:
+        raise SignError(f"{primary} is not a {old.rotation_role} of policy version {old.version}: "
                         "only they can approve the next version", file=files.old_policy(old.version))
-    path = files.policy_signatures(pol.version) / f"{sig.primary}.asc"
+    path = files.policy_signatures(pol.version) / f"{primary}.asc"
     canon.atomic_write(path, signature)
     # The log records the approval too: the history of who trusted whom.
     translog.append_policy(files.log, kind="policy-sign", tree=load_config(root).name, version=pol.version,
-                           policy_sha256=pol.sha256, signer=sig.primary,
+                           policy_sha256=pol.sha256, signer=primary,
                            signature_sha256=canon.sha256_bytes(signature), now=datetime.now(timezone.utc))
-    return sig.primary, path
+    return primary, path
 
 
 def unpinned_keys(files: policy_mod.TrustFiles, pol: policy_mod.Policy, current_only: bool = False) -> list[str]:

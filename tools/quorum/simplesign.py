@@ -84,7 +84,7 @@ def lookaside_dir(sigstore: Path, namespace: str, name: str, digest: str) -> Pat
 
 def signature_files(d: Path) -> list[Path]:
     """signature-1, signature-2, … up to the first gap (what tools read)."""
-    out = []
+    out: list[Path] = []
     while (p := d / f"signature-{len(out) + 1}").is_file():
         out.append(p)
     return out

@@ -21,10 +21,12 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Collection
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from . import canon, oci
 from .errors import LockedError, QuorumError
@@ -43,6 +45,10 @@ class Record:
     layer_digest: str
     input_hash: str
     size: int
+    # Identity of the engine that built it (EngineFacts.identity; "" for a
+    # seed, which the coordinator assembles, or a record from before the
+    # pool).  Provenance for `reproduce --elsewhere`; never in the manifest.
+    engine: str = ""
 
     def to_bytes(self) -> bytes:
         return canon.dumps_pretty({"format": RECORD_FORMAT, **asdict(self)})
@@ -147,13 +153,13 @@ class Held:
         self._mutex = threading.Lock()
         self._closing = False
 
-    def keep_while(self, futures) -> None:
+    def keep_while(self, futures: Collection[Future[Any]]) -> None:
         with self._mutex:
             self._pending += len(futures)
         for f in futures:
             f.add_done_callback(self._one_done)
 
-    def _one_done(self, _future) -> None:
+    def _one_done(self, _future: Future[Any]) -> None:
         with self._mutex:
             self._pending -= 1
             last = self._pending == 0 and self._closing

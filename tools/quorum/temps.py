@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def _pid_alive(pid: int) -> bool:
@@ -43,10 +44,10 @@ def owner(name: str, prefix: str, suffix: str = "") -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _sweep(folder: Path, pid_of) -> list[Path]:
+def _sweep(folder: Path, pid_of: Callable[[str], int | None]) -> list[Path]:
     """Remove the entries of ``folder`` (not below it) whose name yields
     the PID of a process that no longer exists."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -8,6 +8,8 @@ write itself goes through ``printable``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def printable(s: str) -> str:
     """``s`` safe for a terminal: control characters (ESC, CR, …) and bytes
@@ -26,10 +28,10 @@ def printable(s: str) -> str:
     return "".join(out)
 
 
-def known(names) -> str:
+def known(names: Iterable[str]) -> str:
     """" (known: a, b, …)" for an error about a name that does not exist:
     the first eight, sorted, so that the message stays one short line."""
-    names = sorted(names)
-    if not names:
+    ordered = sorted(names)
+    if not ordered:
         return " (none are defined)"
-    return " (known: " + ", ".join(names[:8]) + (", …" if len(names) > 8 else "") + ")"
+    return " (known: " + ", ".join(ordered[:8]) + (", …" if len(ordered) > 8 else "") + ")"

@@ -280,9 +280,14 @@ def load_config(root: Path) -> TreeConfig:
             raise g.err("identical", "a gate compares at least two different packages")
         g.finish()
         gates.append((gname, tuple(members)))
+    engines: tuple = ()
+    if f.get("engines", list, what="a list of engines") is not None:
+        from .endpoints import engines_from_yaml   # endpoints uses this module's field reader
+        engines = engines_from_yaml(f.data["engines"], path, root)
     f.finish()
     return TreeConfig(name=name, namespace=namespace, source_date_epoch=sde,
-                      default_seed=seed, path=root, gates=tuple(gates), environment_gates=tuple(env_gates))
+                      default_seed=seed, path=root, gates=tuple(gates), engines=engines,
+                      environment_gates=tuple(env_gates))
 
 
 def _load_environment_gate(g: "_Fields", gname: str) -> EnvironmentGate:

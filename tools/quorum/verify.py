@@ -19,15 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import canon, manifest as manifest_mod, policy as policy_mod, translog
 from .errors import QuorumError
-from .gpg import HASH_NAMES, Home, is_fingerprint
+from .gpg import HASH_NAMES, Home, KeyInfo, is_fingerprint
 from .manifest import Manifest, ManifestError
 from .model import NAME_RE
 from .safeio import JSON_LIMIT, read_regular
 from .tree import load_config
 from .trustroot import Root, State, default_state_dir, find_root
+
+if TYPE_CHECKING:   # imported where it is used: verify needs it only with rebuilder roles
+    from .attest import RebuildCount
 
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A detached signature is a few hundred bytes; anything huge is not one.
@@ -337,8 +341,11 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
         rebuilt = _count_rebuilders(home, files, pol, man, anchors) if any(
             r.rebuilders for r in pol.roles.values()) else None
     for c in report.signatures:
-        if c.problem is None and translog.find(entries, signer=c.fingerprint, signature_sha256=c.sha256,
-                                               manifest_sha256=report.manifest_sha256) is None:
+        # A counted signature always names its signer (check_signature_file);
+        # None here would be no signer to find, so "not in the log" as well.
+        if c.problem is None and (c.fingerprint is None or translog.find(
+                entries, signer=c.fingerprint, signature_sha256=c.sha256,
+                manifest_sha256=report.manifest_sha256) is None):
             # An unlogged signature is one the public history never saw:
             # it might be a split view shown only to this verifier.
             c.problem = "not in the transparency log"
@@ -368,7 +375,7 @@ def verify(root: Path, *, state_dir: Path | None = None, now: datetime | None = 
 
 
 def _count_rebuilders(home: Home, files: policy_mod.TrustFiles, pol: policy_mod.Policy, man: Manifest,
-                      anchors: dict):
+                      anchors: dict[str, KeyInfo]) -> RebuildCount:
     """Signed rebuild attestations per artifact, by the anchors of roles that
     require them (only keys GnuPG reports as neither revoked nor expired)."""
     from . import attest

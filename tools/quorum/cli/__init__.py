@@ -23,7 +23,7 @@ EXIT_INTERNAL = 70     # sysexits' EX_SOFTWARE: a bug in quorum
 # Verb modules, in the order their verbs appear in --help.  A module that is
 # missing (work in progress on a branch) is skipped rather than breaking
 # every other verb.
-_VERB_MODULES = ("build", "trust", "repro", "audit", "report", "prune")
+_VERB_MODULES = ("build", "engines", "trust", "repro", "audit", "report", "prune")
 
 EPILOG = """\
 A tree is a folder with quorum.yaml, bootstrap/, packages/ and manifests/.
@@ -33,6 +33,7 @@ $XDG_CACHE_HOME/quorum/sources/.  Typical session:
   quorum build                 build everything, write manifests/manifest.json
   quorum build -j 2 hello      build one package and what it needs
   quorum graph                 print the build order, write out/graph.dot
+  quorum engines               list the engines builds run on (docs/farm.md)
   quorum reproduce             rebuild what changed, with variations
   quorum sign / verify         sign the manifest / check the trust policy
 

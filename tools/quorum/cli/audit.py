@@ -12,7 +12,7 @@ auditmod = lazy("quorum.audit")
 treemod = lazy("quorum.tree")
 
 
-def register(sub, parent) -> None:
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "audit", parents=[parent], help="check artifacts: no seed files, only static ELF",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,7 +26,7 @@ def register(sub, parent) -> None:
     p.set_defaults(func=cmd_audit)
 
 
-def cmd_audit(args) -> int:
+def cmd_audit(args: argparse.Namespace) -> int:
     res = auditmod.audit(treemod.load_tree(args.tree), packages=args.packages or None)
     if args.json:
         print(json.dumps(res.to_json(), sort_keys=True))

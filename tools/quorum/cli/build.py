@@ -7,6 +7,7 @@ import sys
 
 from ..errors import QuorumError
 from ..text import printable
+from .engines import add_pool_flags, pool_from_args
 from .lazy import lazy
 from .ui import event_sink, short, table
 
@@ -36,7 +37,10 @@ def register(sub, parent) -> None:
                "exit status: 0 built, 1 a package failed or rebuilt to another digest from the same inputs,\n"
                "  2 the engine or machine failed, 3 a definition or argument is wrong (docs/exit-codes.md)")
     p.add_argument("targets", nargs="*", metavar="NAME", help="packages or seeds to build (default: all)")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="packages built at once (default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="packages built at once on a single engine (default: its slots, 1 unless configured); "
+                        "a pool of several runs as many as the slots of its engines")
+    add_pool_flags(p)
     p.add_argument("-k", "--keep-going", action="store_true",
                    help="after a failure, still build everything that does not depend on it")
     p.add_argument("--archive", action="append", default=[], metavar="NAME",
@@ -86,12 +90,13 @@ def _exit_code(result) -> int:
 def cmd_build(args) -> int:
     tree = treemod.load_tree(args.tree)
     targets = tuple(dict.fromkeys(list(args.targets) + list(args.archive)))
-    opts = buildlib.Options(jobs=max(1, args.jobs), targets=targets, keep_going=args.keep_going,
+    pool = pool_from_args(args, tree.config.path, jobs=max(1, args.jobs) if args.jobs else None)
+    opts = buildlib.Options(jobs=pool.slots, targets=targets, keep_going=args.keep_going,
                             archives=tuple(args.archive), reuse=not args.no_cache, nocache=args.no_cache,
                             accept_new_digests=args.accept_new_digests)
     sink = event_sink(args, verbose=args.verbose)
     try:
-        result = buildlib.build(tree, options=opts, emit=sink)
+        result = buildlib.build(tree, pool=pool, options=opts, emit=sink)
     finally:
         sink.close()
     if args.json:
@@ -109,9 +114,9 @@ def cmd_build(args) -> int:
         if elide and r.status == "cached":
             continue
         rows.append([n, r.kind, r.version, short(r.digest), r.status,
-                     f"{r.seconds:.1f}" if r.status == "built" else ""])
+                     f"{r.seconds:.1f}" if r.status == "built" else "", r.engine or "-"])
     if rows:
-        print(table(rows, ["name", "kind", "version", "digest", "status", "seconds"]))
+        print(table(rows, ["name", "kind", "version", "digest", "status", "seconds", "engine"]))
     if elide:
         print(f"({sum(1 for r in result.nodes.values() if r.status == 'cached')} cached nodes not listed; "
               "-v lists every node)")

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_report)
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     root = Path(args.tree)
     if args.graph_only:
         site = reportmod.collect(root, challenges=args.challenge, pinned_root=args.root, audit=False)

@@ -87,10 +87,11 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                         "(default: all that apply)")
     r.add_argument("-j", "--jobs", type=int, default=1, help="packages rebuilt at once (default 1)")
     r.add_argument("--no-diffoscope", action="store_true", help="do not run diffoscope on mismatches")
-    r.add_argument("--engine", default=None, metavar="URL",
-                   help="rebuild on this Docker-API endpoint instead of the local engine: unix:///PATH "
-                        "(e.g. Podman's 'podman system service' socket), tcp://HOST:2376 (TLS from "
-                        "DOCKER_CERT_PATH) or ssh://USER@HOST; the report names both engines")
+    from .engines import add_pool_flags
+    add_pool_flags(r, what="rebuild")
+    r.add_argument("--elsewhere", action="store_true",
+                   help="rebuild each package on an engine other than the one that built it (by the engine "
+                        "identity recorded with each artifact); an error when the pool has no other engine")
     r.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
@@ -135,28 +136,26 @@ def resolve_artifact(arg: str, tree: Path | None) -> Path:
 
 
 def _engine_line(f: dict) -> str:
-    from ..engine import EngineFacts
+    from ..engines import EngineFacts
     from ..text import printable
-    try:
-        return printable(EngineFacts(**f).describe())
-    except TypeError:
-        return "(unreadable record)"
+    facts = EngineFacts.from_json(f)
+    return printable(facts.describe()) if facts is not None else "(unreadable record)"
 
 
 def cmd_reproduce(args) -> int:
     from .. import reproduce as repro
+    from ..text import printable
     from ..tree import load_tree
     from .ui import event_sink, short, table
     tree = load_tree(args.tree)
     vary = repro.parse_vary(args.vary)
     sink = event_sink(args)
     try:
-        engine = None
-        if args.engine:
-            from ..engine import Engine
-            engine = Engine(base_url=args.engine)
+        from .engines import pool_from_args
+        pool = pool_from_args(args, tree.config.path, jobs=max(1, args.jobs))
         res = repro.reproduce(tree, packages=args.packages or None, all_=args.all, since=args.since, vary=vary,
-                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope, engine=engine)
+                              jobs=max(1, args.jobs), emit=sink, diffoscope=not args.no_diffoscope, pool=pool,
+                              elsewhere=args.elsewhere)
     finally:
         sink.close()
     if args.json:
@@ -175,8 +174,9 @@ def cmd_reproduce(args) -> int:
         if v.reason or v.reports or v.diffoscope_command:
             notes.append(_verdict_note(v, len(notes) + 1))
             mark = f"[{len(notes)}]"
-        rows.append([v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}", mark])
-    print(table(rows, ["package", "expected", "rebuilt", "verdict", "seconds", "note"]))
+        rows.append([v.name, short(v.expected), short(v.rebuilt), v.verdict, f"{v.seconds:.1f}",
+                     printable(v.built_on or "-"), printable(v.rebuilt_on or "-"), mark])
+    print(table(rows, ["package", "expected", "rebuilt", "verdict", "seconds", "built on", "rebuilt on", "note"]))
     if notes:
         print()
         print("\n".join(notes))

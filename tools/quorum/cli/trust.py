@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .lazy import lazy
 from ..text import printable
 from .ui import table
+
+if TYPE_CHECKING:   # for annotations only: the verbs import their libraries lazily
+    from ..verify import Report as VerifyReport
 
 signlib = lazy("quorum.sign")
 verifylib = lazy("quorum.verify")
@@ -16,7 +20,7 @@ trustroot = lazy("quorum.trustroot")
 translog = lazy("quorum.translog")
 
 
-def register(sub, parent) -> None:
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "sign", parents=[parent], help="sign the hash manifest (and each image) with your OpenPGP key",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -110,7 +114,7 @@ def register(sub, parent) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 3)[1])
 
 
-def cmd_sign(args) -> int:
+def cmd_sign(args: argparse.Namespace) -> int:
     report = signlib.sign(args.tree, key=args.key, release=args.release,
                           expires_in=signlib.parse_duration(args.expires_in), commit=args.commit)
     if args.json:
@@ -132,7 +136,7 @@ def cmd_sign(args) -> int:
     return 0
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     report = verifylib.verify(args.tree, state_dir=args.state_dir, accept_serial=args.accept_serial,
                               accept_policy=args.accept_policy, pinned_root=args.root,
                               trust_on_first_use=args.trust_on_first_use)
@@ -143,7 +147,7 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
-def render(report: verifylib.Report) -> str:
+def render(report: VerifyReport) -> str:
     lines = [f"tree {report.tree}  commit {report.commit or '-'}  serial {report.serial}  "
              f"expires {report.expires or '-'}  policy v{report.policy_version}",
              f"manifest sha256:{report.manifest_sha256}"]
@@ -175,7 +179,7 @@ def render(report: verifylib.Report) -> str:
     return "\n".join(printable(line) for ln in lines for line in ln.split("\n"))
 
 
-def cmd_log(args) -> int:
+def cmd_log(args: argparse.Namespace) -> int:
     files = policymod.TrustFiles(args.tree)
     entries = translog.read(files.log)
     head = translog.replay(entries, files.log)
@@ -200,7 +204,7 @@ def _log_event(e: dict) -> tuple[str, str]:
     return "manifest signed", f"{e['tree']} serial {e['serial']} sha256:{e['manifest_sha256'][:16]}…"
 
 
-def cmd_trust_pin(args) -> int:
+def cmd_trust_pin(args: argparse.Namespace) -> int:
     path, new = trustroot.pin(args.state_dir or trustroot.default_state_dir(), args.digest)
     if args.json:
         print(json.dumps({"ok": True, "state": str(path), "new": new}, sort_keys=True))
@@ -209,7 +213,7 @@ def cmd_trust_pin(args) -> int:
     return 0
 
 
-def cmd_policy_rotate(args) -> int:
+def cmd_policy_rotate(args: argparse.Namespace) -> int:
     pol = signlib.rotate_policy(args.tree, args.new)
     if args.json:
         print(json.dumps({"version": pol.version, "sha256": pol.sha256}))
@@ -220,7 +224,7 @@ def cmd_policy_rotate(args) -> int:
     return 0
 
 
-def cmd_policy_sign(args) -> int:
+def cmd_policy_sign(args: argparse.Namespace) -> int:
     fpr, path = signlib.sign_policy(args.tree, key=args.key)
     if args.json:
         print(json.dumps({"signer": fpr, "signature": str(path)}))

@@ -53,7 +53,17 @@ class PlainEvents:
         if e == "plan":
             self._p(f"plan: {len(ev['order'])} nodes, {ev['jobs']} at a time")
         elif e == "start":
-            self._p(f"build   {n}")
+            self._p(f"build   {n}" + (f"  on {printable(str(ev['engine']))}" if ev.get("engine") else ""))
+        elif e == "load":
+            self._p(f"load    {n} into {printable(str(ev.get('engine')))}")
+        elif e == "requeue":
+            self._p(f"requeue {n}: its engine {printable(str(ev.get('engine')))} stopped answering; "
+                    "building it elsewhere")
+        elif e == "engine":
+            what = printable(str(ev.get("health")))
+            if ev.get("retry_in") is not None:
+                what += f", probed again in {ev['retry_in']:.0f}s ({printable(str(ev.get('error')))})"
+            self._p(f"engine  {printable(str(ev.get('engine')))}: {what}")
         elif e == "cached":
             # One line per cached node would bury the few that matter on a
             # large tree; they are counted in the summary instead.
@@ -77,6 +87,8 @@ class PlainEvents:
             self._p(f"gate    {n}: {ev.get('result')} ({', '.join(ev.get('members', []))})")
         elif e == "archive":
             self._p(f"archive {ev.get('path')}")
+        elif e == "shim":
+            self._p(f"shim    compiling the rebuild's preload shim in seed {ev.get('seed')}")
         elif e == "log" and self.verbose:
             # Build output is the package's: escaped, never raw to a terminal.
             self.out.write(f"  {n}| {printable(str(ev.get('line')))}\n")
@@ -86,14 +98,18 @@ class PlainEvents:
 
 
 class LiveEvents:
-    """A live display on a terminal: what runs (with elapsed time and its
-    last log line), and counts of queued, done, cached, failed."""
+    """A live display on a terminal: counts of queued, done, cached,
+    failed, then one lane per engine (its health and slots, what it runs
+    with elapsed time and last log line)."""
 
     def __init__(self):
         from rich.console import Console
         from rich.live import Live
         self.console = Console(stderr=True)
         self.running: dict[str, float] = {}
+        self.on: dict[str, str] = {}                 # running node -> engine
+        self.engines: dict[str, int] = {}            # engine -> slots, in pool order
+        self.health: dict[str, str] = {}
         self.last: dict[str, str] = {}
         self.counts = {"built": 0, "cached": 0, "failed": 0, "skipped": 0}
         self.total = 0
@@ -110,18 +126,32 @@ class LiveEvents:
                   f"cached {self.counts['cached']}", f"running {len(self.running)}", f"queued {max(queued, 0)}",
                   f"[red]failed {self.counts['failed']}[/]" if self.counts["failed"] else "",
                   f"{time.monotonic() - self.t0:.0f}s")
-        for n, t0 in sorted(self.running.items()):
-            from rich.text import Text
-            # Text, not markup: a log line saying "[red]" is the build's words.
-            t.add_row(f"  [cyan]{n}[/]", f"{time.monotonic() - t0:.0f}s", Text(self.last.get(n, "")[:70]))
+        from rich.text import Text
+        lanes = list(self.engines) + sorted({e for e in self.on.values() if e not in self.engines})
+        for eng in lanes:
+            mine = sorted(n for n in self.running if self.on.get(n) == eng)
+            health = self.health.get(eng, "healthy")
+            style = "green" if health == "healthy" else "red"
+            # Text, not markup: engine names and log lines are not ours to style.
+            t.add_row(Text.assemble(Text(eng, style="bold"), " ", Text(health, style=style)),
+                      f"{len(mine)}/{self.engines.get(eng, '?')} busy", "")
+            for n in mine:
+                t.add_row(Text(f"  {n}", style="cyan"), f"{time.monotonic() - self.running[n]:.0f}s",
+                          Text(self.last.get(n, "")[:70]))
         return t
 
     def __call__(self, ev: dict) -> None:
         e, n = ev.get("event"), ev.get("name")
         if e == "plan":
             self.total = len(ev["order"])
+            self.engines = {printable(str(x.get("name"))): x.get("slots", 1) for x in ev.get("engines") or []}
         elif e == "start":
             self.running[n] = time.monotonic()
+            self.on[n] = printable(str(ev.get("engine") or "?"))
+        elif e == "requeue":
+            self.running.pop(n, None)
+        elif e == "engine":
+            self.health[printable(str(ev.get("engine")))] = str(ev.get("health"))
         elif e == "log":
             self.last[n] = printable(str(ev.get("line", "")))
         elif e in self.counts:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import QuorumError
+from ..model import Tree
 from ..render import Settings
 
 
@@ -29,7 +30,7 @@ class NotApplied(Exception):
 @dataclass
 class Context:
     """What a variation may look at to decide whether it can act."""
-    tree: object                                  # model.Tree
+    tree: Tree
     targets: frozenset[str]                       # the nodes to be rebuilt
     layouts: dict[str, Path] = field(default_factory=dict)   # seed name -> its OCI layout, where built
     cpu_count: int = 1
@@ -40,6 +41,9 @@ class Plan:
     """The rebuild's conditions, as the variations leave them."""
     settings: Settings = field(default_factory=Settings)
     cpuset: str | None = None
+    # Environment for the preload shim (shim.py), which reproduce compiles
+    # and puts into each rebuild's build stage when any variation asks.
+    preload: dict[str, str] = field(default_factory=dict)
 
     def set(self, **kw) -> None:
         self.settings = replace(self.settings, **kw)
@@ -60,6 +64,25 @@ def variation(name: str, *, intrinsic: bool = False):
         REGISTRY[name] = Variation(name, fn, intrinsic)
         return fn
     return deco
+
+
+def request_preload(plan: Plan, ctx: Context, env: dict[str, str], what: str) -> str:
+    """Ask for quorum's preload shim (shim.py) with ``env`` for it, or raise
+    NotApplied saying why it cannot reach any rebuilt package.  Returns how
+    the variation acts and on what."""
+    from .. import shim
+    compiler = shim.compiler_seed(ctx.tree)
+    if compiler is None:
+        raise NotApplied("quorum's preload shim needs a seed with GCC and libc6-dev to be compiled in, "
+                         "and this tree has none")
+    if compiler not in ctx.layouts:
+        raise NotApplied(f"the compiler seed {compiler} is not built in out/ (run 'quorum build {compiler}')")
+    r = shim.reach(ctx.tree, ctx.targets, ctx.layouts)
+    if not r.reached:
+        why = "; ".join(f"{n}: {reason}" for n, reason in r.missed) or "no package is rebuilt"
+        raise NotApplied(f"no rebuilt package runs dynamically linked programs a preload can reach ({why})")
+    plan.preload.update(env)
+    return f"{what} for {r.describe()}, via quorum's preload shim"
 
 
 # One module per kind; importing a module registers its variations.

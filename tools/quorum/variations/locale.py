@@ -31,11 +31,12 @@ def _locale_dirs(layout) -> set[str]:
 
 def seeds_used(ctx: Context) -> set[str]:
     tree = ctx.tree
-    out = set()
+    out: set[str] = set()
     for n in ctx.targets:
         pkg = tree.packages.get(n)
-        if pkg is not None and (pkg.seed or tree.config.default_seed):
-            out.add(pkg.seed or tree.config.default_seed)
+        base = tree.base_of(pkg) if pkg is not None else None
+        if base:
+            out.add(base)
     return out
 
 
