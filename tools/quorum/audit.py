@@ -159,7 +159,7 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
         if store.record(n) is None:
             result.missing.append(f"{n} (not built)")
             continue
-        allow = dict(tree.packages[n].same_as_seed) if n in tree.packages else {}
+        allow = _allowances(tree, n)
         with tarfile.open(_layer(store, n), "r:") as tf:
             for m in tf:
                 if not m.isreg():
@@ -189,6 +189,21 @@ def audit(tree: Tree, *, packages: list[str] | None = None, store: Store | None 
                         result.findings.append(Finding(n, m.name, "dynamic-elf", what))
     result.seed_free = [_seed_free(tree, store, gate, names, result) for gate in tree.config.environment_gates]
     return result
+
+
+def _allowances(tree: Tree, name: str) -> dict[str, str]:
+    """path -> reason of the seed-identical text files ``name`` may hold: a
+    package's own ``audit.same-as-seed``; for an environment, its members'
+    (it holds their files, at the same paths, and nothing else of theirs)."""
+    if name in tree.packages:
+        return dict(tree.packages[name].same_as_seed)
+    allow: dict[str, str] = {}
+    env = tree.environments.get(name)
+    for m in env.members if env is not None else ():
+        if m in tree.packages:
+            for path, why in tree.packages[m].same_as_seed:
+                allow.setdefault(path, f"{why} ({m})")
+    return allow
 
 
 def _seed_free(tree: Tree, store: Store, gate: EnvironmentGate, names: list[str], result: AuditResult) -> SeedFree:
