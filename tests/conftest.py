@@ -120,3 +120,14 @@ def run_quorum(*args: str, cwd: Path | None = None, timeout: int = 600) -> subpr
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
     return subprocess.run([sys.executable, "-m", "quorum", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def refused(p: subprocess.CompletedProcess, *needles: str) -> str:
+    """One line on stderr, exit 3, no traceback; the line contains needles."""
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]

@@ -36,3 +36,22 @@ def add_package(tree: Path, name: str, text: str, files: dict[str, str] | None =
     for rel, content in (files or {}).items():
         (d / rel).write_text(content)
     return d
+
+
+# An artifact holding the fixture seed's busybox and its applet links: the
+# stuff of a build environment made of the tree's own outputs
+# (docs/spec/environment.md).  POISON is a line of shell a test may put
+# there (":" for none).
+TOOLBOX = """name: toolbox
+version: '1'
+description: the seed's busybox and its applet links, as an artifact of the tree
+build: |
+  mkdir -p "$DESTDIR/bin"
+  cp /bin/busybox "$DESTDIR/bin/busybox"
+  # /bin/sh comes from the environment's symlinks
+  for a in $(/bin/busybox --list); do
+    [ "$a" = sh ] || [ "$a" = busybox ] || ln -s busybox "$DESTDIR/bin/$a"
+  done
+  POISON
+  chmod -R u=rwX,go=rX "$DESTDIR"
+"""

@@ -20,23 +20,10 @@ from quorum import build as buildlib
 from quorum import oci
 from quorum.store import Store
 from quorum.tree import load_tree
-from treeutil import add_package
+from treeutil import TOOLBOX, add_package
 
 pytestmark = pytest.mark.engine
 
-TOOLBOX = """name: toolbox
-version: '1'
-description: the seed's busybox and its applet links, as an artifact of the tree
-build: |
-  mkdir -p "$DESTDIR/bin"
-  cp /bin/busybox "$DESTDIR/bin/busybox"
-  # /bin/sh comes from the environment's symlinks
-  for a in $(/bin/busybox --list); do
-    [ "$a" = sh ] || [ "$a" = busybox ] || ln -s busybox "$DESTDIR/bin/$a"
-  done
-  POISON
-  chmod -R u=rwX,go=rX "$DESTDIR"
-"""
 # A shell that does its job and then adds a byte to every text file the
 # build made: what a poisoned tool in a build environment looks like from
 # the outside.  (A wrapped cat would not do: the seed's busybox shell runs

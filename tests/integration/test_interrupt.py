@@ -34,8 +34,13 @@ def test_sigint_stops_the_build_and_its_container_promptly(fixture_tree):
     # faulthandler: if quorum ever hangs on the interrupt, SIGABRT makes it
     # print every thread's stack, and the failure shows where it hung.
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"), PYTHONFAULTHANDLER="1")
+    # SIGINT back to its default in the child: a test run started in the
+    # background (`make test &`, a CI runner without job control) inherits
+    # SIGINT *ignored*, Python then installs no KeyboardInterrupt handler,
+    # and Ctrl-C rightly does nothing, which is not what this test is about.
     proc = subprocess.Popen([sys.executable, "-m", "quorum", "build", "--tree", str(fixture_tree), "--json", "slow"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         interrupt_and_check(proc, secs, fixture_tree)
     finally:

@@ -14,21 +14,10 @@ import pytest
 
 from quorum import build as buildlib
 from quorum.tree import load_tree
-from treeutil import add_package
+from treeutil import TOOLBOX, add_package
 
 pytestmark = pytest.mark.engine
 
-TOOLBOX = """name: toolbox
-version: '1'
-description: the seed's busybox and its applet links, as an artifact of the tree
-build: |
-  mkdir -p "$DESTDIR/bin"
-  cp /bin/busybox "$DESTDIR/bin/busybox"
-  for a in $(/bin/busybox --list); do
-    [ "$a" = sh ] || [ "$a" = busybox ] || ln -s busybox "$DESTDIR/bin/$a"
-  done
-  chmod -R u=rwX,go=rX "$DESTDIR"
-"""
 KIT = """name: kit
 members: [toolbox, base]
 symlinks:
@@ -37,7 +26,7 @@ symlinks:
 
 
 def _tree_with_kit(fixture_tree):
-    add_package(fixture_tree, "toolbox", TOOLBOX)
+    add_package(fixture_tree, "toolbox", TOOLBOX.replace("POISON", ":"))
     (fixture_tree / "environments").mkdir()
     (fixture_tree / "environments" / "kit.yaml").write_text(KIT)
     cfg = fixture_tree / "quorum.yaml"

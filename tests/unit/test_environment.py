@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, refused
 from quorum import environment as envmod
 from quorum.errors import DefinitionError, UnsafeArchiveError
 from quorum.model import Environment
@@ -46,15 +46,6 @@ def graph(tree: Path) -> subprocess.CompletedProcess:
     env.pop("QUORUM_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "quorum", "graph", "--json", "--tree", str(tree)], env=env,
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-
-
-def refused(p: subprocess.CompletedProcess, *needles: str) -> None:
-    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 GATE = "name: t\ndefaults:\n  seed: s\ngates:\n  sf:\n    environment: e\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, refused
 
 TIME_LIMIT = 30
 
@@ -40,17 +40,6 @@ def graph(tree: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "quorum", "graph", "--tree", str(tree), *extra],
                           env=env, capture_output=True, text=True, timeout=TIME_LIMIT,
                           stdin=subprocess.DEVNULL)
-
-
-def refused(p: subprocess.CompletedProcess, *needles: str) -> str:
-    """One line on stderr, exit 3, no traceback; the line contains needles."""
-    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 CF_OK = """FROM {{ seed or "scratch" }} AS build

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import canon
 from . import graph as graphmod
@@ -709,37 +710,30 @@ class Builder:
     # --- the builds -----------------------------------------------------------
     def _build_seed(self, s: Seed) -> None:
         t0 = time.monotonic()
-        r = self.results[s.name]
-        epoch = self.tree.config.source_date_epoch
         debs = seedmod.fetch_debs(s, self.cache, emit=self.emit)
-        with self.store.staging(s.name) as st:
-            raw = st / "merged.tar"
-            seedmod.merge(s, debs, raw)
-            layer_file = st / "layer.tar"
-            with open(layer_file, "wb") as f:
-                layer = oci.normalize_layer(raw, f, epoch=epoch)
-            raw.unlink()
-            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=s.name, version=r.version,
-                                   namespace=self.tree.config.namespace, env=dict(s.env), arch=s.arch)
-            # A seed is assembled here, not on the engine: no engine built it.
-            self._publish(s.name, st / "layout", img, r, t0, None)
+        self._assemble(s.name, t0, lambda raw: seedmod.merge(s, debs, raw), env=dict(s.env), arch=s.arch)
 
     def _build_environment(self, env: Environment) -> None:
         t0 = time.monotonic()
-        r = self.results[env.name]
-        epoch = self.tree.config.source_date_epoch
         layers = [(m, oci.read_layout(self._layout_of(m))["layer_path"]) for m in env.members]
-        with self.store.staging(env.name) as st:
+        self._assemble(env.name, t0, lambda raw: envmod.merge(env, layers, raw))
+
+    def _assemble(self, name: str, t0: float, merge: Callable[[Path], None], **config: Any) -> None:
+        """A seed or an environment: a union of file trees merged here (no
+        engine builds it), normalised like every artifact's layer, written
+        as a one-layer image and published."""
+        r = self.results[name]
+        epoch = self.tree.config.source_date_epoch
+        with self.store.staging(name) as st:
             raw = st / "merged.tar"
-            envmod.merge(env, layers, raw)
+            merge(raw)
             layer_file = st / "layer.tar"
             with open(layer_file, "wb") as f:
                 layer = oci.normalize_layer(raw, f, epoch=epoch)
             raw.unlink()
-            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=env.name, version=r.version,
-                                   namespace=self.tree.config.namespace)
-            # Assembled here from artifacts, like a seed: no engine built it.
-            self._publish(env.name, st / "layout", img, r, t0, None)
+            img = oci.write_layout(st / "layout", layer_file, layer, epoch=epoch, name=name, version=r.version,
+                                   namespace=self.tree.config.namespace, **config)
+            self._publish(name, st / "layout", img, r, t0, None)
 
     def _build_package(self, pkg: Package, rendered: render.Rendered, seed_ref, deps, member: Member) -> None:
         engine = member.engine
