@@ -36,6 +36,23 @@ def do_sign(root, kr, who, **kw):
 def released(root, kr, who="alice", **kw):
     return do_sign(root, kr, who, release=True, commit=COMMIT, **kw)
 
+def release_killed_at_write(tree, keyring, monkeypatch, nth: int) -> None:
+    """bob releases a new manifest, and the process dies (as if killed) at
+    sign's nth atomic write."""
+    real = signlib.canon.atomic_write
+    writes = []
+
+    def dying(path, data, mode=0o644):
+        writes.append(path)
+        if len(writes) == nth:
+            raise KeyboardInterrupt("killed")
+        return real(path, data, mode)
+
+    monkeypatch.setattr(signlib.canon, "atomic_write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        released(tree, keyring, "bob", expires_in=signlib.parse_duration("8w"))
+    monkeypatch.setattr(signlib.canon, "atomic_write", real)
+
 
 # --- you sign only what you reproduced --------------------------------------------------------
 
@@ -106,20 +123,8 @@ def test_a_release_killed_midway_is_finished_by_the_next_sign(tree, keyring, mon
     files = TrustFiles(tree)
     released(tree, keyring)
     do_sign(tree, keyring, "carol")
-    real = signlib.canon.atomic_write
-    writes = []
-
-    def dying(path, data, mode=0o644):
-        writes.append(path)
-        # The 1st write is the journal itself; then manifest, signature, log.
-        if len(writes) == 1 + kill_at:
-            raise KeyboardInterrupt("killed")
-        return real(path, data, mode)
-
-    monkeypatch.setattr(signlib.canon, "atomic_write", dying)
-    with pytest.raises(KeyboardInterrupt):
-        released(tree, keyring, "bob", expires_in=signlib.parse_duration("8w"))
-    monkeypatch.setattr(signlib.canon, "atomic_write", real)
+    # The 1st write is the journal itself; then manifest, signature, log.
+    release_killed_at_write(tree, keyring, monkeypatch, 1 + kill_at)
     assert signlib.Journal.path(files).exists()
     with pytest.raises(QuorumError, match="interrupted 'quorum sign'"):
         verifylib.verify(tree, state_dir=tree / "state", trust_on_first_use=True)
@@ -327,19 +332,7 @@ def test_the_next_sign_finishes_an_interrupted_one_before_its_own(tree, keyring,
     it applies the journal first, so both signatures are over the new bytes."""
     files = TrustFiles(tree)
     released(tree, keyring)
-    real = signlib.canon.atomic_write
-    writes = []
-
-    def dying(path, data, mode=0o644):
-        writes.append(path)
-        if len(writes) == 2:            # the journal is written, the manifest is not
-            raise KeyboardInterrupt("killed")
-        return real(path, data, mode)
-
-    monkeypatch.setattr(signlib.canon, "atomic_write", dying)
-    with pytest.raises(KeyboardInterrupt):
-        released(tree, keyring, "bob", expires_in=signlib.parse_duration("8w"))
-    monkeypatch.setattr(signlib.canon, "atomic_write", real)
+    release_killed_at_write(tree, keyring, monkeypatch, 2)   # the journal is written, the manifest is not
     do_sign(tree, keyring, "carol")
     assert not signlib.Journal.path(files).exists()
     assert manifest_mod.parse(files.manifest.read_bytes()).serial == 2

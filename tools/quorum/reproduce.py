@@ -204,7 +204,7 @@ def reproduce(tree: Tree, *, packages: list[str] | None = None, all_: bool = Fal
     shim_image = None
     shim_engine = pool.members[0].engine
     if outcome.plan.preload:
-        shim_image = _build_shim(tree, main, shim_engine, outcome, emit, current)
+        shim_image = _build_shim(tree, main, shim_engine, outcome, emit, current, Store(out / ".store"))
         if shim_image is not None:
             settings = replace(settings, preload_image=shim_image,
                                preload_env=tuple(sorted(outcome.plan.preload.items())))
@@ -284,7 +284,7 @@ _SHIM_OWNER = new_owner()
 
 
 def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, emit,
-                current: manifestmod.Manifest) -> str | None:
+                current: manifestmod.Manifest, stage: Store) -> str | None:
     """Compile the preload shim for this rebuild; if it cannot be, the
     variations that asked for it move to "not applied" with the reason
     (never reported as acting when they did not)."""
@@ -302,7 +302,7 @@ def _build_shim(tree: Tree, main: Store, engine, outcome: variations.Outcome, em
             raise QuorumError(f"seed {seed} in out/ is not the one the manifest names (run 'quorum build {seed}')")
         emit({"event": "shim", "seed": seed})
         return shim.build(engine, seed_layout=main.layout(seed), seed_config_digest=rec.config_digest,
-                          owner=_SHIM_OWNER)
+                          owner=_SHIM_OWNER, stage=stage)
     except QuorumError as e:
         for name in [n for n, how in outcome.applied.items() if "preload shim" in how]:
             del outcome.applied[name]

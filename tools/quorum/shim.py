@@ -22,10 +22,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import oci
 from .errors import EngineError, QuorumError
 from .model import Tree
+
+if TYPE_CHECKING:
+    from .engines import Engine
+    from .store import Store
 
 LIBRARY_DIR = "/.quorum-vary"
 LIBRARY = f"{LIBRARY_DIR}/libquorum-vary.so"
@@ -123,15 +128,15 @@ def _context(seed_image: str) -> bytes:
     return buf.getvalue()
 
 
-def build(engine, *, seed_layout: Path, seed_config_digest: str, owner: str) -> str:
+def build(engine: "Engine", *, seed_layout: Path, seed_config_digest: str, owner: str, stage: "Store") -> str:
     """Compile the shim on ``engine`` in the compiler seed; returns the image
     ID of a one-file image holding /libquorum-vary.so.  Loads the seed first
     if the engine lacks it (checked by the image ID afterwards, as every
-    load is)."""
+    load is), staging the archive in ``stage``: a crash leaves it where the
+    store's next holder removes it, not in /tmp."""
     if not engine.has_image(seed_config_digest):
-        import tempfile
-        with tempfile.TemporaryDirectory(prefix="quorum-shim-") as tmp:
-            arch = Path(tmp) / "seed.tar"
+        with stage.staging("shim-seed") as tmp:
+            arch = tmp / "seed.tar"
             with open(arch, "wb") as f:
                 oci.write_archive(seed_layout, f)
             engine.load(arch)
